@@ -1,0 +1,416 @@
+"""The linearised ResNet model (Unconstrained Jacobians Model, MODEL.md §1–2).
+
+Notation follows the spec: ``d`` width, ``C`` classes, ``N`` inputs, ``L`` depth,
+``k`` branch factors. Columns are samples::
+
+    h_0 = x,   h_l = A_l h_{l-1},   A_l = M_l + J_l,   J_l = B_{l,k} ... B_{l,1},   z = W h_L
+
+    Phi = (1/N) sum_n loss(z_n, y_n) + (lambda_J/2) sum_{l,i} |B_{l,i}|_F^2 + (lambda_W/2) |W|_F^2
+
+Design constraints:
+
+- Parameters live in one flat vector ``theta`` (factors first, then ``W``) so that one
+  optimiser serves every backend; :func:`unpack` gives zero-copy views.
+- Everything is batched over inputs: the only Python loops are over depth (the model
+  is sequential) and over the ``k`` branch factors (small).
+- The gradient is one forward and one backward sweep (MODEL.md §2). The Hessian-vector
+  product is exact (forward-over-reverse, written out by hand), which the Newton polish
+  of :mod:`ramodel.optimize` needs to reach gradient norms near 1e-13.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._validation import check_choice, check_int, check_positive_float
+from .backend import get_namespace
+
+__all__ = [
+    "LOSSES",
+    "Problem",
+    "make_problem",
+    "n_params",
+    "pack",
+    "unpack",
+    "jacobians_from_factors",
+    "forward",
+    "objective",
+    "value_and_grad",
+    "hvp",
+]
+
+LOSSES = ("mse", "cross_entropy")
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """The fixed data of one UJM instance.
+
+    Attributes
+    ----------
+    X : array, shape (d, N)
+        Inputs as columns.
+    Y : array, shape (C, N)
+        One-hot targets.
+    skips : array, shape (L, d, d)
+        Skip matrices ``M_l`` (the identity for a plain ResNet).
+    loss : {"mse", "cross_entropy"}
+    lambda_J, lambda_W : float
+        Weight decays on the branch factors and on the classifier.
+    branch_factors : int
+        ``k``, the number of factors per Jacobian.
+    """
+
+    X: Any
+    Y: Any
+    skips: Any
+    loss: str
+    lambda_J: float
+    lambda_W: float
+    branch_factors: int
+
+    @property
+    def depth(self) -> int:
+        return self.skips.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def classes(self) -> int:
+        return self.Y.shape[0]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.X.shape[1]
+
+
+def make_problem(X, Y, skips, *, loss="mse", weight_decay=(1e-2, 1e-2), branch_factors=1) -> Problem:
+    """Validate and bundle the model's data.
+
+    Parameters
+    ----------
+    X : array, shape (d, N)
+    Y : array, shape (C, N)
+        One-hot targets, same namespace and dtype as ``X``.
+    skips : array, shape (L, d, d)
+    loss : {"mse", "cross_entropy"}, default "mse"
+    weight_decay : (float, float), default (1e-2, 1e-2)
+        ``(lambda_J, lambda_W)``, each finite and > 0.
+    branch_factors : int, default 1
+
+    Returns
+    -------
+    Problem
+    """
+    xp = get_namespace(X, Y, skips)
+    check_choice("loss", loss, LOSSES)
+    lambda_J, lambda_W = _check_weight_decay(weight_decay)
+    k = check_int("branch_factors", branch_factors, minimum=1)
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape (d, N), got {tuple(X.shape)}")
+    d, N = X.shape
+    if Y.ndim != 2 or Y.shape[1] != N:
+        raise ValueError(f"Y must have shape (C, N={N}), got {tuple(Y.shape)}")
+    if skips.ndim != 3 or skips.shape[1:] != (d, d):
+        raise ValueError(f"skips must have shape (L, {d}, {d}), got {tuple(skips.shape)}")
+    if X.dtype != Y.dtype or X.dtype != skips.dtype:
+        raise TypeError(f"X, Y and skips must share one dtype, got {X.dtype}, {Y.dtype}, {skips.dtype}")
+    del xp
+    return Problem(X, Y, skips, loss, lambda_J, lambda_W, k)
+
+
+def _check_weight_decay(weight_decay) -> tuple[float, float]:
+    if isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool):
+        weight_decay = (weight_decay, weight_decay)
+    try:
+        lambda_J, lambda_W = weight_decay
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"weight_decay must be a number or a pair (lambda_J, lambda_W), got {weight_decay!r}"
+        ) from None
+    return (
+        check_positive_float("weight_decay[0] (lambda_J)", lambda_J),
+        check_positive_float("weight_decay[1] (lambda_W)", lambda_W),
+    )
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def n_params(problem: Problem) -> int:
+    """Length of the flat parameter vector: ``L*k*d*d + C*d``."""
+    L, k, d, C = problem.depth, problem.branch_factors, problem.width, problem.classes
+    return L * k * d * d + C * d
+
+
+def pack(factors, W, xp=None):
+    """Flatten ``factors (L, k, d, d)`` and ``W (C, d)`` into one vector ``theta``."""
+    xp = xp or get_namespace(factors, W)
+    return xp.concat([xp.reshape(factors, (-1,)), xp.reshape(W, (-1,))])
+
+
+def unpack(theta, problem: Problem):
+    """Views ``factors (L, k, d, d)`` and ``W (C, d)`` into a flat ``theta``."""
+    xp = get_namespace(theta)
+    L, k, d, C = problem.depth, problem.branch_factors, problem.width, problem.classes
+    m = L * k * d * d
+    return xp.reshape(theta[:m], (L, k, d, d)), xp.reshape(theta[m:], (C, d))
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def _prefix_suffix(factors, xp):
+    """Partial products of the branch factors, batched over depth.
+
+    ``pre[i] = B_{i-1} ... B_0`` (``pre[0] = I``) and ``suf[i] = B_{k-1} ... B_{i+1}``
+    (``suf[k-1] = I``), so that ``J = suf[i] @ B_i @ pre[i]`` for every ``i``.
+    Identities are returned as None to save the products.
+    """
+    k = factors.shape[1]
+    pre = [None] * k
+    suf = [None] * k
+    for i in range(1, k):
+        B = factors[:, i - 1, ...]
+        pre[i] = B if pre[i - 1] is None else B @ pre[i - 1]
+    for i in range(k - 2, -1, -1):
+        B = factors[:, i + 1, ...]
+        suf[i] = B if suf[i + 1] is None else suf[i + 1] @ B
+    return pre, suf
+
+
+def jacobians_from_factors(factors):
+    """``J_l = B_{l,k} ... B_{l,1}`` for every layer.
+
+    Parameters
+    ----------
+    factors : array, shape (L, k, d, d)
+        ``factors[l, i]`` is ``B_{l, i+1}``: index 0 acts first on ``h``.
+
+    Returns
+    -------
+    J : array, shape (L, d, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> B = np.stack([np.eye(2) * 2, np.eye(2) * 3])[None]  # L=1, k=2
+    >>> jacobians_from_factors(B)[0].tolist()
+    [[6.0, 0.0], [0.0, 6.0]]
+    """
+    k = factors.shape[1]
+    J = factors[:, 0, ...]
+    for i in range(1, k):
+        J = factors[:, i, ...] @ J
+    return J
+
+
+def forward(J, skips, X):
+    """All representations ``H_0 .. H_L`` of the linear network.
+
+    Parameters
+    ----------
+    J : array, shape (L, d, d)
+    skips : array, shape (L, d, d)
+    X : array, shape (d, N)
+
+    Returns
+    -------
+    H : array, shape (L+1, d, N)
+        ``H[l]`` is ``h_l`` for every input, as columns.
+    """
+    xp = get_namespace(J, skips, X)
+    A = skips + J
+    H = [X]
+    for l in range(A.shape[0]):
+        H.append(A[l, ...] @ H[-1])
+    return xp.stack(H)
+
+
+def _loss_value_and_G(Z, Y, loss, xp):
+    """Mean loss and ``G = d(mean loss)/dZ`` (already divided by N)."""
+    N = Z.shape[1]
+    if loss == "mse":
+        R = Z - Y
+        return 0.5 * float(xp.sum(R * R)) / N, R / N, None
+    shifted = Z - xp.max(Z, axis=0, keepdims=True)
+    E = xp.exp(shifted)
+    denom = xp.sum(E, axis=0, keepdims=True)
+    P = E / denom
+    nll = xp.sum(Y * (xp.log(denom) - shifted))
+    return float(nll) / N, (P - Y) / N, P
+
+
+def _loss_tangent(Zdot, P, loss, N, xp):
+    """Directional derivative of ``G`` along ``Zdot``."""
+    if loss == "mse":
+        return Zdot / N
+    PZ = P * Zdot
+    return (PZ - P * xp.sum(PZ, axis=0, keepdims=True)) / N
+
+
+def _sq(x, xp) -> float:
+    return float(xp.sum(x * x))
+
+
+def objective(theta, problem: Problem) -> float:
+    """The objective Φ at ``theta`` (a Python float).
+
+    Parameters
+    ----------
+    theta : array, shape (n_params,)
+    problem : Problem
+    """
+    xp = get_namespace(theta)
+    factors, W = unpack(theta, problem)
+    H = forward(jacobians_from_factors(factors), problem.skips, problem.X)
+    data, _, _ = _loss_value_and_G(W @ H[-1, ...], problem.Y, problem.loss, xp)
+    return data + 0.5 * problem.lambda_J * _sq(factors, xp) + 0.5 * problem.lambda_W * _sq(W, xp)
+
+
+def _factor_grads(factors, gJ, pre, suf, xp):
+    """``dPhi/dB_i = suf[i]^T gJ pre[i]^T`` for every factor, batched over depth."""
+    k = factors.shape[1]
+    if k == 1:
+        return gJ[:, None, ...]
+    T = xp.matrix_transpose
+    out = []
+    for i in range(k):
+        g = gJ if suf[i] is None else T(suf[i]) @ gJ
+        g = g if pre[i] is None else g @ T(pre[i])
+        out.append(g)
+    return xp.stack(out, axis=1)
+
+
+def _backward(A, H, W, G, xp):
+    """Backward sweep: ``Delta_l = A_{>l}^T W^T G`` for l = L..1, as a stack (L, d, N)."""
+    L = A.shape[0]
+    Delta = [None] * L
+    D = W.T @ G
+    for l in range(L - 1, -1, -1):
+        Delta[l] = D
+        if l > 0:
+            D = A[l, ...].T @ D
+    return xp.stack(Delta)
+
+
+def value_and_grad(theta, problem: Problem):
+    """Φ and its analytic gradient (MODEL.md §2) in one forward and one backward sweep.
+
+    ``grad_{J_l} Phi_data = A_{>l}^T W^T G H_{l-1}^T`` and ``grad_W Phi_data = G H_L^T``;
+    factor gradients follow by the product rule.
+
+    Parameters
+    ----------
+    theta : array, shape (n_params,)
+    problem : Problem
+
+    Returns
+    -------
+    value : float
+    grad : array, shape (n_params,)
+    """
+    xp = get_namespace(theta)
+    factors, W = unpack(theta, problem)
+    pre, suf = _prefix_suffix(factors, xp)
+    J = jacobians_from_factors(factors)
+    A = problem.skips + J
+    H = forward(J, problem.skips, problem.X)
+    data, G, _ = _loss_value_and_G(W @ H[-1, ...], problem.Y, problem.loss, xp)
+    value = data + 0.5 * problem.lambda_J * _sq(factors, xp) + 0.5 * problem.lambda_W * _sq(W, xp)
+    Delta = _backward(A, H, W, G, xp)
+    gJ = Delta @ xp.matrix_transpose(H[:-1, ...])
+    g_factors = _factor_grads(factors, gJ, pre, suf, xp) + problem.lambda_J * factors
+    g_W = G @ H[-1, ...].T + problem.lambda_W * W
+    return value, pack(g_factors, g_W, xp)
+
+
+def hvp(theta, v, problem: Problem):
+    """Exact Hessian-vector product ``∇²Φ(theta) v`` (forward-over-reverse, by hand).
+
+    Parameters
+    ----------
+    theta, v : array, shape (n_params,)
+
+    Returns
+    -------
+    Hv : array, shape (n_params,)
+    """
+    xp = get_namespace(theta, v)
+    T = xp.matrix_transpose
+    factors, W = unpack(theta, problem)
+    dfactors, dW = unpack(v, problem)
+    k = factors.shape[1]
+    L = factors.shape[0]
+    N = problem.n_inputs
+
+    pre, suf = _prefix_suffix(factors, xp)
+    J = jacobians_from_factors(factors)
+    A = problem.skips + J
+
+    # Tangents of the partial products: pre[i+1] = B_i pre[i], suf[i-1] = suf[i] B_i.
+    dpre = [None] * k
+    for i in range(1, k):
+        B, dB = factors[:, i - 1, ...], dfactors[:, i - 1, ...]
+        term = dB if pre[i - 1] is None else dB @ pre[i - 1]
+        dpre[i] = term if dpre[i - 1] is None else term + B @ dpre[i - 1]
+    dsuf = [None] * k
+    for i in range(k - 2, -1, -1):
+        B, dB = factors[:, i + 1, ...], dfactors[:, i + 1, ...]
+        term = dB if suf[i + 1] is None else suf[i + 1] @ dB
+        dsuf[i] = term if dsuf[i + 1] is None else term + dsuf[i + 1] @ B
+    dJ = None
+    for i in range(k):
+        t = dfactors[:, i, ...]
+        t = t if pre[i] is None else t @ pre[i]
+        t = t if suf[i] is None else suf[i] @ t
+        dJ = t if dJ is None else dJ + t
+
+    # Forward sweep with tangents.
+    H = [problem.X]
+    dH = [xp.zeros_like(problem.X)]
+    for l in range(L):
+        dH.append(dJ[l, ...] @ H[-1] + A[l, ...] @ dH[-1])
+        H.append(A[l, ...] @ H[-1])
+    H = xp.stack(H)
+    dH = xp.stack(dH)
+
+    Z = W @ H[-1, ...]
+    dZ = dW @ H[-1, ...] + W @ dH[-1, ...]
+    _, G, P = _loss_value_and_G(Z, problem.Y, problem.loss, xp)
+    dG = _loss_tangent(dZ, P, problem.loss, N, xp)
+
+    # Backward sweep with tangents.
+    Delta = [None] * L
+    dDelta = [None] * L
+    D = W.T @ G
+    dD = dW.T @ G + W.T @ dG
+    for l in range(L - 1, -1, -1):
+        Delta[l], dDelta[l] = D, dD
+        if l > 0:
+            D, dD = A[l, ...].T @ D, dJ[l, ...].T @ D + A[l, ...].T @ dD
+    Delta = xp.stack(Delta)
+    dDelta = xp.stack(dDelta)
+
+    gJ = Delta @ T(H[:-1, ...])
+    dgJ = dDelta @ T(H[:-1, ...]) + Delta @ T(dH[:-1, ...])
+
+    # Tangent of dPhi/dB_i = suf[i]^T gJ pre[i]^T.
+    out = []
+    for i in range(k):
+        s, ds, p, dp = suf[i], dsuf[i], pre[i], dpre[i]
+        sT_g = gJ if s is None else T(s) @ gJ
+        sT_dg = dgJ if s is None else T(s) @ dgJ
+        t = sT_dg if p is None else sT_dg @ T(p)
+        if ds is not None:
+            dsT_g = T(ds) @ gJ
+            t = t + (dsT_g if p is None else dsT_g @ T(p))
+        if dp is not None:
+            t = t + sT_g @ T(dp)
+        out.append(t)
+    h_factors = xp.stack(out, axis=1) + problem.lambda_J * dfactors
+    h_W = dG @ H[-1, ...].T + G @ dH[-1, ...].T + problem.lambda_W * dW
+    return pack(h_factors, h_W, xp)
