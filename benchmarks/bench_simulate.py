@@ -1,0 +1,163 @@
+"""Benchmark: one objective-and-gradient evaluation and one full solve of the UJM.
+
+Baselines measured in the same run:
+
+- the peer: the same objective written in PyTorch, with autograd for the gradient
+  (CPU, same thread count);
+- the GEMM floor: the flop count over this machine's measured float64 matmul rate. MODEL.md
+  counts ``2 (2L+1) d^2 N`` flops. The sweeps actually need ``(3L-1)`` products of
+  ``d x d`` by ``d x N`` (L forward, L-1 backward propagations and L gradient products),
+  and both counts are reported.
+
+Usage::
+
+    python benchmarks/bench_simulate.py            # both sizes, eval + solve of the small one
+    python benchmarks/bench_simulate.py --solve-large
+
+Prints a table. Timings are medians over repeats after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import ramodel
+from ramodel import model
+from ramodel.simulate import simulate
+
+SIZES = [(64, 10, 1000, 32), (256, 10, 2000, 64)]
+
+
+def median_time(fn, *, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_rate(n: int = 1536, repeats: int = 5) -> float:
+    """Measured float64 GEMM rate (flop/s) of this machine's BLAS."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, n, n))
+    t = median_time(lambda: a @ b, repeats=repeats)
+    return 2 * n**3 / t
+
+
+def make_problem(d, C, N, L, seed=0):
+    rng = np.random.default_rng(seed)
+    X, y = ramodel.datasets.gaussian_mixture(C, width=d, samples_per_class=N // C, seed=seed)
+    N = y.size
+    Y = np.eye(C)[:, y]
+    skips = np.broadcast_to(np.eye(d), (L, d, d)).copy()
+    p = model.make_problem(np.ascontiguousarray(X.T), Y, skips)
+    theta = rng.standard_normal(model.n_params(p)) * (0.1 / np.sqrt(d))
+    return p, theta
+
+
+def torch_value_and_grad(p, theta):
+    """The same Φ in PyTorch; gradient by autograd. Returns a callable doing one evaluation."""
+    import torch
+
+    X = torch.from_numpy(p.X)
+    Y = torch.from_numpy(p.Y)
+    M = torch.from_numpy(p.skips)
+    L, d, C = p.depth, p.width, p.classes
+    lam_J, lam_W = p.lambda_J, p.lambda_W
+    N = p.n_inputs
+    J0 = torch.from_numpy(theta[: L * d * d].reshape(L, d, d).copy())
+    W0 = torch.from_numpy(theta[L * d * d :].reshape(C, d).copy())
+
+    def run():
+        J = J0.clone().requires_grad_(True)
+        W = W0.clone().requires_grad_(True)
+        h = X
+        A = M + J
+        for l in range(L):
+            h = A[l] @ h
+        R = W @ h - Y
+        phi = 0.5 * (R * R).sum() / N + 0.5 * lam_J * (J * J).sum() + 0.5 * lam_W * (W * W).sum()
+        phi.backward()
+        return float(phi), J.grad, W.grad
+
+    return run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--solve-large", action="store_true", help="also time the full solve at the large size")
+    args = parser.parse_args(argv)
+
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    try:
+        import torch
+
+        torch.set_num_threads(int(threads))
+        torch_version = torch.__version__
+    except ImportError:
+        torch = None
+        torch_version = "not installed"
+    rate = gemm_rate()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads={threads}")
+    print(f"numpy {np.__version__}, torch {torch_version}, python {sys.version.split()[0]}")
+    print(f"measured float64 GEMM rate: {rate / 1e9:.1f} GFLOP/s")
+    print()
+    header = (
+        f"{'(d, C, N, L)':>22} {'ramodel [s]':>12} {'torch [s]':>10} {'torch/ours':>11} "
+        f"{'floor spec [s]':>15} {'ours/floor':>11} {'floor exact [s]':>16} {'ours/exact':>11}"
+    )
+    print("objective + gradient, float64")
+    print(header)
+    rows = []
+    for d, C, N, L in SIZES:
+        p, theta = make_problem(d, C, N, L)
+        # Check both implementations agree before timing them.
+        f_ours, g_ours = model.value_and_grad(theta, p)
+        ours = median_time(lambda: model.value_and_grad(theta, p), repeats=args.repeats)
+        if torch is not None:
+            run = torch_value_and_grad(p, theta)
+            f_t, gJ_t, _ = run()
+            assert abs(f_t - f_ours) <= 1e-10 * abs(f_ours)
+            gJ = g_ours[: L * d * d].reshape(L, d, d)
+            assert np.allclose(gJ_t.numpy(), gJ, rtol=1e-9, atol=1e-14)
+            peer = median_time(run, repeats=args.repeats)
+        else:
+            peer = float("nan")
+        floor_spec = 2 * (2 * L + 1) * d * d * N / rate
+        floor_exact = 2 * (3 * L - 1) * d * d * N / rate
+        rows.append((d, C, N, L, ours, peer))
+        print(
+            f"{str((d, C, N, L)):>22} {ours:>12.4f} {peer:>10.4f} {peer / ours:>11.2f} "
+            f"{floor_spec:>15.4f} {ours / floor_spec:>11.2f} {floor_exact:>16.4f} {ours / floor_exact:>11.2f}"
+        )
+    print()
+    print("full solve (L-BFGS + Newton polish), float64, Gaussian mixture, seed 0")
+    print(f"{'(d, C, N, L)':>22} {'tol':>8} {'time [s]':>10} {'steps':>7} {'|grad|':>10} {'s/step':>8} {'converged':>10}")
+    for i, (d, C, N, L) in enumerate(SIZES):
+        if i == 1 and not args.solve_large:
+            print(f"{str((d, C, N, L)):>22}  (skipped; pass --solve-large)")
+            continue
+        tol = 1e-8
+        t0 = time.perf_counter()
+        s = simulate(depth=L, classes=C, width=d, samples_per_class=N // C, tol=tol, seed=0)
+        t = time.perf_counter() - t0
+        print(
+            f"{str((d, C, N, L)):>22} {tol:>8.0e} {t:>10.2f} {s.steps:>7} {s.grad_norm:>10.2e} "
+            f"{t / max(s.steps, 1):>8.3f} {str(s.converged):>10}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
