@@ -204,7 +204,7 @@ def simulate(
     noise: float = 0.1,
     inputs=None,
     labels=None,
-    init_scale: float = 0.1,
+    init_scale: float | None = None,
     backend: str | None = "numpy",
     dtype: str = "float64",
     seed=0,
@@ -248,8 +248,11 @@ def simulate(
         then required. Shape ``(d, N)`` is refused with a message.
     labels : array, shape (N,), optional
         Integer classes in ``[0, classes)``.
-    init_scale : float, default 0.1
+    init_scale : float, optional
         Standard deviation times sqrt(d) of the random initial factors and classifier.
+        Default 0.1, or 1.0 when every skip is zero: without skips the data term is
+        ``O(|J|^L)``, so for ``L >= 3`` the origin is a strict local minimum of Φ and a
+        small start converges to the useless ``J = 0``.
     backend : {"numpy", "cupy"} or module, default "numpy"
     dtype : {"float64", "float32"}, default "float64"
     seed : int, SeedSequence or Generator, default 0
@@ -282,7 +285,6 @@ def simulate(
     branch_factors = check_int("branch_factors", branch_factors, minimum=1)
     loss = check_choice("loss", loss, model.LOSSES)
     lambda_J, lambda_W = model._check_weight_decay(weight_decay)
-    init_scale = check_positive_float("init_scale", init_scale)
     max_steps = check_int("max_steps", max_steps, minimum=1)
     xp = get_namespace(backend=backend)
     dtype_name = resolve_dtype(dtype, np).__name__
@@ -324,6 +326,9 @@ def simulate(
         dtype=dtype_name,
         xp=xp,
     )
+    if init_scale is None:
+        init_scale = 1.0 if not bool(xp.any(skips != 0)) else 0.1
+    init_scale = check_positive_float("init_scale", init_scale)
     Y = np.eye(classes)[:, y]
     problem = model.make_problem(
         asarray(np.ascontiguousarray(X.T), xp=xp, dtype=dtype_name),
