@@ -1,0 +1,585 @@
+"""PyTorch residual networks with entangled skips ``h <- M h + F(h)``.
+
+Design constraints, in order:
+
+1. Optional: this module imports torch at the top and nothing else in ``ramodel``
+   imports it (``pip install 'ramodel[torch]'``).
+2. One registry: a skip named by family is drawn by :mod:`ramodel.mappings` on the
+   host in float64 (same seed, same matrix as :func:`ramodel.mappings.draw_stack`),
+   then cast to torch's default dtype and held as a non-trainable buffer.
+3. Exactness where it matters: ``skip="identity"`` returns ``h`` itself and
+   ``skip="none"`` returns zeros, without a matmul; a signed permutation is an index
+   gather and a block-diagonal matrix a batched product of its blocks. Anything else
+   is ``h @ M.T`` on the feature axis (for a conv feature map that is a 1x1 conv over
+   channels, never a dense ``(C H W)**2`` matrix).
+4. Exportable: every same-shape residual block is in ``model.blocks`` and has
+   ``.skip`` (an :class:`EntangledSkip`, ``.skip.M`` the matrix) and ``.branch`` (the
+   residual function ``F``), and ``block(h) == block.skip(h) + block.branch(h)`` in
+   eval mode, so ``J_l = dF_l/dh`` is ``block.branch``'s Jacobian.
+
+Seeds: ``seed=`` draws the skips only. Weights are initialised by PyTorch's global
+generator, as for any ``nn.Module``, unless ``init_seed=`` is given (then the global
+generator is left untouched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+try:
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(f"ramodel.nets needs PyTorch ({exc}); install it with: pip install 'ramodel[torch]'") from exc
+
+from . import mappings
+from ._validation import check_choice, check_int
+
+__all__ = ["EntangledSkip", "ResidualBlock", "ResidualMLP", "ConvResNet", "ACTIVATIONS", "NORMS"]
+
+ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "linear")
+NORMS = ("none", "layernorm", "batchnorm")
+_ACTIVATION = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "linear": nn.Identity}
+
+
+# ----------------------------------------------------------------------------- skips
+
+
+def _as_host_matrix(skip, name: str = "skip") -> np.ndarray:
+    """An explicit skip (tensor or array) as a host float64 array, validated finite."""
+    if isinstance(skip, torch.Tensor):
+        skip = skip.detach().cpu().numpy()
+    try:
+        M = np.asarray(skip)
+    except Exception as exc:  # e.g. a CuPy array: refuses implicit host transfer
+        raise TypeError(f"{name} must be a family name, a LinearMap, a tensor or an array, got {type(skip).__name__}") from exc
+    if M.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {M.dtype}")
+    M = M.astype(np.float64)
+    if not np.all(np.isfinite(M)):
+        raise ValueError(f"{name} must be finite, but it contains NaN or Inf")
+    return M
+
+
+class EntangledSkip(nn.Module):
+    """The fixed skip ``h -> M h`` of an entangled residual block.
+
+    ``M`` is never trained: it is a buffer (in ``state_dict``, moved by ``.to()``,
+    not in ``parameters()``).
+
+    Parameters
+    ----------
+    width : int
+        Size n of the feature axis ``M`` acts on (features of an FC layer, channels of
+        a conv feature map).
+    skip : str, LinearMap, tensor or array, default "identity"
+        A family name of :mod:`ramodel.mappings` (``"identity"``, ``"none"``,
+        ``"orthogonal"``, ``"permutation"``, ...), a structured draw
+        (``mappings.get(name).structured(...)``), or an explicit ``(width, width)``
+        matrix.
+    skip_params : mapping, optional
+        The family's parameters (only with a family name).
+    seed : int, SeedSequence, Generator or None
+        Seed of the draw; ``EntangledSkip(n, name, seed=s).M`` equals
+        ``mappings.get(name)(n, seed=s)`` cast to torch's default dtype.
+    dim : int, default -1
+        Feature axis of the input: ``-1`` for ``(..., width)`` FC features, ``1`` for
+        ``(B, C, H, W)`` feature maps.
+
+    Attributes
+    ----------
+    M : Tensor, shape (width, width)
+        The matrix, buffer, torch's default dtype at construction.
+    structure : str
+        How ``forward`` applies it: ``"identity"`` (returns ``h``), ``"zero"``,
+        ``"permutation"`` (gather and signs; buffers ``perm``, ``signs``),
+        ``"block_diagonal"`` (buffers ``blocks (k, b, b)``, ``tail (r, r)``) or
+        ``"dense"``. Detected from the draw, so an explicit identity matrix is also
+        applied exactly.
+
+    Examples
+    --------
+    >>> import torch
+    >>> skip = EntangledSkip(4, "permutation", seed=0)
+    >>> skip.structure
+    'permutation'
+    >>> h = torch.randn(3, 4)
+    >>> bool(torch.equal(skip(h), h @ skip.M.T))
+    True
+    >>> EntangledSkip(4)(h) is h
+    True
+    """
+
+    def __init__(self, width: int, skip="identity", *, skip_params: Mapping | None = None, seed=None, dim: int = -1):
+        super().__init__()
+        self.width = check_int("width", width, minimum=1)
+        self.dim = check_int("dim", dim)
+        self.family = skip if isinstance(skip, str) else "explicit"
+        if isinstance(skip, str):
+            skip = mappings.get(skip).structured(self.width, seed=seed, **dict(skip_params or {}))
+        elif skip_params:
+            raise ValueError("skip_params is only valid with a family name for skip, got an explicit matrix")
+        lmap = skip if isinstance(skip, mappings.LinearMap) else None
+        M = lmap.dense() if lmap is not None else _as_host_matrix(skip)
+        if M.shape != (self.width, self.width):
+            raise ValueError(f"skip must have shape (width, width) = ({self.width}, {self.width}), got {M.shape}")
+        dtype = torch.get_default_dtype()
+        self.register_buffer("M", torch.as_tensor(M, dtype=dtype))
+        if np.array_equal(M, np.eye(self.width)):
+            self.structure = "identity"
+        elif not M.any():
+            self.structure = "zero"
+        elif isinstance(lmap, mappings.PermutationMap):
+            self.structure = "permutation"
+            self.register_buffer("perm", torch.as_tensor(np.asarray(lmap.perm), dtype=torch.long))
+            self.register_buffer("signs", torch.as_tensor(lmap.signs, dtype=dtype))
+        elif isinstance(lmap, mappings.BlockDiagonalMap):
+            self.structure = "block_diagonal"
+            self.register_buffer("blocks", torch.as_tensor(lmap.blocks, dtype=dtype))
+            self.register_buffer("tail", torch.as_tensor(lmap.tail, dtype=dtype))
+        else:
+            self.structure = "dense"
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}, family={self.family!r}, structure={self.structure!r}, dim={self.dim}"
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``M`` applied along ``dim``: ``out[..., i, ...] = sum_j M[i, j] h[..., j, ...]``; shape of ``h``."""
+        if h.ndim == 0 or not -h.ndim <= self.dim < h.ndim or h.shape[self.dim] != self.width:
+            raise ValueError(
+                f"EntangledSkip(width={self.width}, dim={self.dim}) got an input of shape {tuple(h.shape)}; "
+                f"its axis {self.dim} must have size {self.width}"
+            )
+        if self.structure == "identity":
+            return h
+        if self.structure == "zero":
+            return torch.zeros_like(h)
+        x = h.movedim(self.dim, -1)
+        if self.structure == "permutation":
+            out = x.index_select(-1, self.perm) * self.signs
+        elif self.structure == "block_diagonal":
+            k, b, _ = self.blocks.shape
+            head = x[..., : k * b].unflatten(-1, (k, b))
+            out = torch.einsum("kij,...kj->...ki", self.blocks, head).flatten(-2)
+            if self.tail.shape[0]:
+                out = torch.cat([out, x[..., k * b :] @ self.tail.T], dim=-1)
+        else:
+            out = x @ self.M.T
+        return out.movedim(-1, self.dim)
+
+
+def _block_seeds(seed, count: int, shared: bool):
+    """Seed of each block's draw, by the rule of :func:`ramodel.mappings.draw_stack`.
+
+    Not shared: ``SeedSequence(seed).spawn(count)`` (a Generator: ``seed.spawn``);
+    shared: ``seed`` itself for every block. ``None`` is fixed to one fresh
+    SeedSequence first, so shared blocks of different widths still draw from one seed.
+    """
+    if seed is None:
+        seed = np.random.SeedSequence()
+    if shared:
+        if isinstance(seed, np.random.Generator):  # each draw would advance it
+            seed = np.random.SeedSequence(seed.integers(2**63, size=4))
+        return [seed] * count
+    if isinstance(seed, np.random.Generator):
+        return seed.spawn(count)
+    if isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(
+            seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size, n_children_spawned=seed.n_children_spawned
+        )
+        return seed.spawn(count)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be None, an int, a SeedSequence or a Generator, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return np.random.SeedSequence(int(seed)).spawn(count)
+
+
+def _make_skips(widths: Sequence[int], skip, *, skip_params, shared: bool, seed, dim: int) -> list[EntangledSkip]:
+    """One :class:`EntangledSkip` per block of the given widths."""
+    count = len(widths)
+    if isinstance(skip, str):
+        mappings.get(skip)  # an unknown name fails here, with the registry's message
+        if not isinstance(shared, bool):
+            raise TypeError(f"skip_shared must be a bool, got {shared!r}")
+        seeds = _block_seeds(seed, count, shared)
+        return [EntangledSkip(w, skip, skip_params=skip_params, seed=s, dim=dim) for w, s in zip(widths, seeds)]
+    if skip_params:
+        raise ValueError("skip_params is only valid with a family name for skip, got an explicit matrix")
+    if isinstance(skip, mappings.LinearMap):
+        return [EntangledSkip(w, skip, dim=dim) for w in widths]
+    M = _as_host_matrix(skip)
+    if M.ndim == 2:
+        stack = [M] * count
+    elif M.ndim == 3 and M.shape[0] == count:
+        stack = list(M)
+    else:
+        raise ValueError(
+            f"skip must be a family name, one (width, width) matrix or a stack of {count} matrices "
+            f"(one per block), got an array of shape {M.shape}"
+        )
+    return [EntangledSkip(w, m, dim=dim) for w, m in zip(widths, stack)]
+
+
+# ---------------------------------------------------------------------------- blocks
+
+
+class ResidualBlock(nn.Module):
+    """``h -> skip(h) + branch(h)``, with optional stochastic depth on the branch.
+
+    Parameters
+    ----------
+    skip : EntangledSkip
+    branch : nn.Module
+        The residual function ``F``; same input and output shape.
+    drop_path : float, default 0.0
+        Probability in [0, 1) of dropping the branch for a sample, in training mode
+        only; kept branches are scaled by ``1 / (1 - drop_path)`` so the expectation is
+        unchanged. Eval mode is exactly ``skip(h) + branch(h)``.
+    """
+
+    def __init__(self, skip: EntangledSkip, branch: nn.Module, *, drop_path: float = 0.0):
+        super().__init__()
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path!r}")
+        self.skip = skip
+        self.branch = branch
+        self.drop_path = float(drop_path)
+
+    def extra_repr(self) -> str:
+        return f"drop_path={self.drop_path:g}"
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        F = self.branch(h)
+        if self.training and self.drop_path > 0.0:
+            keep = 1.0 - self.drop_path
+            mask = torch.rand((h.shape[0],) + (1,) * (h.ndim - 1), dtype=F.dtype, device=F.device) < keep
+            F = F * mask / keep
+        return self.skip(h) + F
+
+
+def _drop_rates(drop_path: float, count: int) -> list[float]:
+    """Linearly increasing drop probability: block ``l`` (1-based) gets ``drop_path * l / count``."""
+    if isinstance(drop_path, bool) or not isinstance(drop_path, numbers.Real) or not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"drop_path must be a number in [0, 1), got {drop_path!r}")
+    return [float(drop_path) * (i + 1) / count for i in range(count)]
+
+
+@contextlib.contextmanager
+def _init_rng(init_seed):
+    """Layers built inside use ``init_seed`` (None: torch's global generator, which is then advanced)."""
+    if init_seed is None:
+        yield
+        return
+    init_seed = check_int("init_seed", init_seed, minimum=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        yield
+
+
+# ------------------------------------------------------------------------------ MLP
+
+
+class ResidualMLP(nn.Module):
+    """Fully connected ResNet: ``h_0 = W_in x``, ``h_l = M_l h_{l-1} + F_l(h_{l-1})``, logits ``= W h_L + b``.
+
+    Each branch is ``F(h) = W_2 phi(N(W_1 h))``, with ``N`` the optional
+    normalisation, placed after the first linear layer and before the activation.
+    With ``bias=False``, ``norm="none"`` and a positively homogeneous ``phi`` (relu,
+    linear), ``F(h) = J(h) h`` exactly. There is no activation on the residual stream
+    and none before the classifier, so the classifier acts on ``h_L`` itself.
+
+    Parameters
+    ----------
+    d_in : int
+        Input features.
+    classes : int
+        Outputs C.
+    width : int, default 64
+        Width d of the residual stream (the size of every ``M_l``).
+    depth : int, default 4
+        Number of residual blocks L.
+    hidden : int, optional
+        Inner width of each branch; default ``width``.
+    activation : {"relu", "gelu", "tanh", "silu", "linear"}, default "relu"
+    norm : {"none", "layernorm", "batchnorm"}, default "none"
+    bias : bool, default True
+        Biases of every linear layer of the branches and the input layer (and the
+        LayerNorm shift). BatchNorm keeps its shift.
+    skip, skip_params : default "identity", None
+        Family name and parameters, one ``(width, width)`` matrix for every block, or
+        a ``(depth, width, width)`` stack (see :class:`EntangledSkip`).
+    skip_shared : bool, default False
+        One draw for all blocks instead of one per block.
+    seed : int, SeedSequence, Generator or None
+        Seed of the skip draws: the blocks' ``M`` equal
+        ``mappings.draw_stack(skip, width, depth=depth, shared=skip_shared, seed=seed)``.
+    drop_path : float, default 0.0
+        Stochastic depth: block l of L drops its branch with probability
+        ``drop_path * l / L``, in training mode only.
+    init_seed : int, optional
+        Seed of the weight initialisation; None uses torch's global generator.
+    init : {"auto", "torch", "he"}, default "auto"
+        ``"torch"`` keeps PyTorch's default (uniform, std ``1/sqrt(3 fan_in)``): each branch
+        then shrinks the signal, which suits residual nets but starves a skip-free one (a
+        skip-free MLP of depth 3 stays at chance accuracy on digits). ``"he"`` draws both
+        branch layers He-normal (the activation's gain on the first), which preserves the
+        variance through a skip-free stack, with zero biases. ``"auto"``: ``"he"`` when every
+        skip is zero, else ``"torch"``. Measured on digits (width 32, 3 epochs, lr 0.05):
+        no skip at depth 3 reaches 0.91 test accuracy with ``"he"`` and 0.10 with
+        ``"torch"``; identity skips at depth 16 reach 0.97 with ``"torch"`` and diverge with
+        ``"he"``.
+
+    Attributes
+    ----------
+    embed : nn.Linear
+        ``x (B, d_in) -> h_0 (B, width)``.
+    blocks : nn.ModuleList of ResidualBlock
+    classifier : nn.Linear
+        ``h_L (B, width) -> logits (B, classes)``.
+    config : dict
+        The constructor's arguments (skip as its family name or ``"explicit"``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = ResidualMLP(10, 3, width=8, depth=2, skip="orthogonal", seed=0, init_seed=0)
+    >>> net(torch.zeros(5, 10)).shape
+    torch.Size([5, 3])
+    >>> h = net.embed(torch.randn(5, 10))
+    >>> b = net.blocks[0]
+    >>> bool(torch.allclose(b(h), h @ b.skip.M.T + b.branch(h)))
+    True
+    """
+
+    expects_images = False
+
+    def __init__(
+        self,
+        d_in: int,
+        classes: int,
+        *,
+        width: int = 64,
+        depth: int = 4,
+        hidden: int | None = None,
+        activation: str = "relu",
+        norm: str = "none",
+        bias: bool = True,
+        skip="identity",
+        skip_params: Mapping | None = None,
+        skip_shared: bool = False,
+        seed=None,
+        drop_path: float = 0.0,
+        init_seed: int | None = None,
+        init: str = "auto",
+    ):
+        super().__init__()
+        check_choice("init", init, ("auto", "torch", "he"))
+        d_in = check_int("d_in", d_in, minimum=1)
+        classes = check_int("classes", classes, minimum=1)
+        width = check_int("width", width, minimum=1)
+        depth = check_int("depth", depth, minimum=1)
+        hidden = width if hidden is None else check_int("hidden", hidden, minimum=1)
+        check_choice("activation", activation, ACTIVATIONS)
+        check_choice("norm", norm, NORMS)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {bias!r}")
+        rates = _drop_rates(drop_path, depth)
+        skips = _make_skips([width] * depth, skip, skip_params=skip_params, shared=skip_shared, seed=seed, dim=-1)
+        self.d_in, self.width, self.depth, self.classes = d_in, width, depth, classes
+        self.config = {
+            "architecture": "ResidualMLP", "d_in": d_in, "classes": classes, "width": width, "depth": depth,
+            "hidden": hidden, "activation": activation, "norm": norm, "bias": bias,
+            "skip": skip if isinstance(skip, str) else "explicit",
+            "skip_params": dict(skip_params or {}), "skip_shared": bool(skip_shared), "drop_path": float(drop_path),
+            "init": init,
+        }  # fmt: skip
+        with _init_rng(init_seed):
+            self.embed = nn.Linear(d_in, width, bias=bias)
+            self.blocks = nn.ModuleList(
+                ResidualBlock(s, self._branch(width, hidden, activation, norm, bias), drop_path=r)
+                for s, r in zip(skips, rates)
+            )
+            self.classifier = nn.Linear(width, classes)
+            if init == "auto":
+                init = "he" if all(bool(torch.all(b.skip.M == 0)) for b in self.blocks) else "torch"
+            if init == "he":
+                self._he_init(activation)
+
+    def _he_init(self, activation: str) -> None:
+        """He-normal branch layers (activation gain on the first), zero biases."""
+        gain = nn.init.calculate_gain({"gelu": "relu", "silu": "relu"}.get(activation, activation))
+        for block in self.blocks:
+            first, last = block.branch[0], block.branch[-1]
+            nn.init.normal_(first.weight, std=gain / first.in_features**0.5)
+            nn.init.normal_(last.weight, std=1.0 / last.in_features**0.5)
+            for layer in (first, last):
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+    @staticmethod
+    def _branch(width, hidden, activation, norm, bias) -> nn.Sequential:
+        normalise = {
+            "none": nn.Identity,
+            "layernorm": lambda n: nn.LayerNorm(n, bias=bias),
+            "batchnorm": nn.BatchNorm1d,
+        }[norm](hidden)
+        return nn.Sequential(
+            nn.Linear(width, hidden, bias=bias), normalise, _ACTIVATION[activation](), nn.Linear(hidden, width, bias=bias)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape ``(B, classes)``, of inputs ``x`` of shape ``(B, d_in)``."""
+        if x.ndim != 2 or x.shape[1] != self.d_in:
+            hint = " (flatten images first: x.reshape(len(x), -1))" if x.ndim > 2 else ""
+            raise ValueError(f"ResidualMLP expects flat inputs of shape (batch, {self.d_in}), got {tuple(x.shape)}{hint}")
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.classifier(h)
+
+
+# ----------------------------------------------------------------------------- conv
+
+
+def _conv_bn(c_in: int, c_out: int, *, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out)]
+
+
+class ConvResNet(nn.Module):
+    """Small convolutional ResNet for 8x8 (digits) and 28x28 (MNIST) images.
+
+    ``stem -> stage 1 -> (down 2 -> stage 2) -> ... -> global average pool -> classifier``:
+
+    - stem: 3x3 conv, BatchNorm, ReLU (``in_channels -> channels[0]``), full resolution;
+    - stage s: ``blocks_per_stage`` same-shape residual blocks with ``channels[s]``
+      channels, ``h <- M h + F(h)``, where ``F`` is conv3x3-BN-ReLU-conv3x3-BN and
+      ``M`` (an :class:`EntangledSkip`) mixes channels at every pixel;
+    - down s (between stages): 3x3 conv with stride 2, BN, ReLU, ``channels[s-1] ->
+      channels[s]``. Not a residual block in the RA sense (its input and output
+      shapes differ), so it is not in ``model.blocks``.
+
+    Activation placement: ResNet v1's ReLU after the addition is dropped (the blocks
+    are not post-activation), and there is no BN/ReLU before the pooling, so the
+    residual stream is exactly ``h_{l+1} = M_l h_l + F_l(h_l)`` and the logits are
+    linear in the last block's output: ``logits = classifier(mean_{H,W} h_L)``.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels (1 for digits and MNIST).
+    classes : int
+    channels : sequence of int, default (16, 32)
+        Channels of each stage; the number of stages is ``len(channels)``.
+    blocks_per_stage : int or sequence of int, default 2
+        Residual blocks per stage (a sequence gives one count per stage, each >= 1).
+    skip, skip_params, skip_shared, seed, drop_path, init_seed
+        As for :class:`ResidualMLP`, over the blocks in order (block l of L, over all
+        stages). ``M`` of block l is drawn with ``width = its stage's channels`` and
+        the l-th seed of the ``draw_stack`` rule; with ``skip_shared`` all blocks of
+        equal width share one draw. An explicit matrix must match every stage's
+        channels; a stack gives one matrix per block.
+
+    Attributes
+    ----------
+    stem : nn.Sequential
+    downsample : nn.ModuleList
+        ``downsample[s - 1]`` leads into stage s.
+    blocks : nn.ModuleList of ResidualBlock
+        The same-shape residual blocks only, in forward order.
+    block_stage : tuple of int
+        Stage of each block.
+    classifier : nn.Linear
+        ``channels[-1] -> classes``, applied to the spatial mean of ``h_L``.
+    config : dict
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = ConvResNet(1, 10, channels=(4, 8), blocks_per_stage=1, skip="orthogonal", seed=0, init_seed=0)
+    >>> net(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    >>> len(net.blocks), net.block_stage
+    (2, (0, 1))
+    """
+
+    expects_images = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        classes: int,
+        *,
+        channels: Sequence[int] = (16, 32),
+        blocks_per_stage: int | Sequence[int] = 2,
+        skip="identity",
+        skip_params: Mapping | None = None,
+        skip_shared: bool = False,
+        seed=None,
+        drop_path: float = 0.0,
+        init_seed: int | None = None,
+    ):
+        super().__init__()
+        in_channels = check_int("in_channels", in_channels, minimum=1)
+        classes = check_int("classes", classes, minimum=1)
+        if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or not channels:
+            raise TypeError(f"channels must be a non-empty sequence of ints, got {channels!r}")
+        channels = tuple(check_int("channels", c, minimum=1) for c in channels)
+        if isinstance(blocks_per_stage, Sequence):
+            counts = tuple(check_int("blocks_per_stage", n, minimum=1) for n in blocks_per_stage)
+            if len(counts) != len(channels):
+                raise ValueError(f"blocks_per_stage must have one count per stage ({len(channels)}), got {len(counts)}")
+        else:
+            counts = (check_int("blocks_per_stage", blocks_per_stage, minimum=1),) * len(channels)
+        self.block_stage = tuple(s for s, n in enumerate(counts) for _ in range(n))
+        widths = [channels[s] for s in self.block_stage]
+        rates = _drop_rates(drop_path, len(widths))
+        skips = _make_skips(widths, skip, skip_params=skip_params, shared=skip_shared, seed=seed, dim=1)
+        self.in_channels, self.classes, self.channels = in_channels, classes, channels
+        self.config = {
+            "architecture": "ConvResNet", "in_channels": in_channels, "classes": classes,
+            "channels": list(channels), "blocks_per_stage": list(counts),
+            "skip": skip if isinstance(skip, str) else "explicit",
+            "skip_params": dict(skip_params or {}), "skip_shared": bool(skip_shared), "drop_path": float(drop_path),
+        }  # fmt: skip
+        with _init_rng(init_seed):
+            self.stem = nn.Sequential(*_conv_bn(in_channels, channels[0]), nn.ReLU())
+            self.downsample = nn.ModuleList(
+                nn.Sequential(*_conv_bn(a, b, stride=2), nn.ReLU()) for a, b in zip(channels[:-1], channels[1:])
+            )
+            self.blocks = nn.ModuleList(
+                ResidualBlock(s, nn.Sequential(*_conv_bn(w, w), nn.ReLU(), *_conv_bn(w, w)), drop_path=r)
+                for s, w, r in zip(skips, widths, rates)
+            )
+            self.classifier = nn.Linear(channels[-1], classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``h_0``: the stem's output, input of the first block, shape ``(B, channels[0], H, W)``."""
+        self._check_input(x)
+        return self.stem(x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            hint = (
+                " (reshape flat data with x.reshape(-1, 1, *dataset.image_shape); ramodel.training.train does this)"
+                if x.ndim == 2 else ""
+            )  # fmt: skip
+            raise ValueError(
+                f"ConvResNet expects images of shape (batch, {self.in_channels}, height, width), "
+                f"got {tuple(x.shape)}{hint}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape ``(B, classes)``, of images ``x`` of shape ``(B, in_channels, H, W)``."""
+        h = self.embed(x)
+        stage = 0
+        for block, s in zip(self.blocks, self.block_stage):
+            if s != stage:
+                h, stage = self.downsample[s - 1](h), s
+            h = block(h)
+        return self.classifier(h.mean(dim=(-2, -1)))
+
