@@ -1,12 +1,31 @@
 """ramodel: Residual Alignment in residual networks.
 
-The Unconstrained Jacobians Model (:func:`simulate`), RA metrics, entangled skip
-mappings, and the theorems connecting them. See README.md.
+The Unconstrained Jacobians Model (:func:`simulate`), RA and neural-collapse metrics
+(:func:`analyze`), depth/class/skip sweeps (:func:`sweep`), entangled skip mappings
+(:mod:`ramodel.mappings`), Jacobian files from trained networks (:class:`JacobianSet`),
+and the theorems connecting them (:mod:`ramodel.theory`). See README.md.
+
+PyTorch pieces (:mod:`ramodel.nets`, :mod:`ramodel.training`, :mod:`ramodel.torch`) are
+imported only on request, so the package works without torch.
 """
 
+from .jacobian_set import JacobianSet
 from .optimize import DivergenceError
+from .report import RAReport, Thresholds, analyze
 from .simulate import Simulation, simulate
+from .sweeps import SweepResult, sweep
 
-__all__ = ["simulate", "Simulation", "DivergenceError", "__version__"]
+__all__ = [
+    "simulate",
+    "Simulation",
+    "analyze",
+    "RAReport",
+    "Thresholds",
+    "sweep",
+    "SweepResult",
+    "JacobianSet",
+    "DivergenceError",
+    "__version__",
+]
 
 __version__ = "0.1.0"
