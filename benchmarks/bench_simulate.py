@@ -30,7 +30,7 @@ import numpy as np
 
 import ramodel
 from ramodel import model
-from ramodel.simulate import simulate
+from ramodel.simulation import simulate
 
 SIZES = [(64, 10, 1000, 32), (256, 10, 2000, 64)]
 

@@ -12,7 +12,10 @@ imported only on request, so the package works without torch.
 from .jacobian_set import JacobianSet
 from .optimize import DivergenceError
 from .report import RAReport, Thresholds, analyze
-from .simulate import Simulation, simulate
+from .fit import fit_ujm
+from .simulation import Simulation, simulate
+from .theory import TheoryReport
+from .theory import check as check_theory
 from .sweeps import SweepResult, sweep
 
 __all__ = [
@@ -24,6 +27,9 @@ __all__ = [
     "sweep",
     "SweepResult",
     "JacobianSet",
+    "fit_ujm",
+    "check_theory",
+    "TheoryReport",
     "DivergenceError",
     "__version__",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .simulate import simulate
+from .simulation import simulate
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Plain-text summary of a :class:`~ramodel.simulate.Simulation`.
+"""Plain-text summary of a :class:`~ramodel.simulation.Simulation`.
 
 It states convergence, the top singular values of every ``J_l``, their numerical rank,
 and whether theorems T1–T3 of MODEL.md hold at the solution, each with the number

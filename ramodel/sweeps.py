@@ -63,7 +63,7 @@ def run_one(config: dict) -> dict:
         ``seconds``, ``error``), theorem verdicts ``T1``–``T3``, RA verdicts ``RA1``–``RA4``
         and the headline value of every RA/NC metric.
     """
-    from .simulate import simulate
+    from .simulation import simulate
     from .summary import theorem_checks
 
     row: dict[str, Any] = {k: config.get(k) for k in CONFIG_COLUMNS}
