@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from .backend import to_numpy
 
@@ -84,6 +85,9 @@ def depth_scaling(depths, sigma1, *, slope=None, intercept=None, ci=None, label:
         text = f"fit: slope {slope:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "")
         ax.loglog(L, np.exp(intercept) * L**slope, "-", label=text)
     ax.loglog(L, sigma1[0] * depths[0] / L, ":", color="gray", label="1/L reference")
+    ticks = np.unique(depths)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("depth L")
     ax.set_ylabel(r"mean $\sigma_1(J_l)$")
     ax.set_title("RA4: top singular value against depth")

@@ -111,6 +111,33 @@ class Simulation:
     def __str__(self) -> str:
         return self.summary()
 
+    def _repr_html_(self) -> str:
+        """Compact notebook table: configuration, convergence and a verdict per theorem."""
+        import html
+
+        from .summary import theorem_checks
+
+        c = self.config
+        head = (
+            f"<b>Simulation</b>: L={self.depth}, C={self.classes}, d={self.width}, N={self.inputs.shape[1]}, "
+            f"loss={html.escape(str(c.get('loss')))}, k={c.get('branch_factors')}, skip={html.escape(str(c.get('skip')))}<br>"
+            f"{'converged' if self.converged else '<b>not converged</b>'} after {self.steps} steps, "
+            f"|&nabla;&Phi;| = {self.grad_norm:.2e}"
+        )
+        rows = []
+        for chk in theorem_checks(self):
+            verdict = "n/a" if chk.holds is None else ("holds" if chk.holds else "<b>fails</b>")
+            nums = ", ".join(
+                f"{html.escape(k)} = {v:.2e}" if isinstance(v, float) else f"{html.escape(k)}: {html.escape(str(v))}"
+                for k, v in chk.measured.items()
+            )
+            rows.append(f"<tr><td>{chk.name}</td><td>{html.escape(chk.statement)}</td><td>{verdict}</td><td>{nums}</td></tr>")
+        table = (
+            "<table><thead><tr><th>theorem</th><th>statement</th><th>verdict</th><th>measured</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
+        return f"<div>{head}{table}</div>"
+
     def __repr__(self) -> str:
         c = self.config
         return (

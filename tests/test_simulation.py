@@ -202,3 +202,19 @@ def test_cupy_backend_without_gpu_says_why():
 def test_divergence_is_reported_with_its_step():
     with pytest.raises(DivergenceError, match="step 0"):
         ramodel.simulate(depth=3, classes=2, width=4, mean_scale=1e300, seed=0)
+
+
+def test_notebook_html_has_a_verdict_per_theorem():
+    from html.parser import HTMLParser
+
+    s = ramodel.simulate(depth=3, classes=2, width=4, seed=0)
+    text = s._repr_html_()
+    cells = []
+
+    class P(HTMLParser):
+        def handle_data(self, data):
+            cells.append(data.strip())
+
+    P().feed(text)
+    assert {"T1", "T2", "T3"} <= set(cells)
+    assert cells.count("holds") == 3
