@@ -20,5 +20,14 @@ def _blocks():
 
 @pytest.mark.parametrize("code", _blocks())
 def test_readme_example_runs(code, tmp_path, monkeypatch):
+    from ramodel import mappings
+
+    if "import torch" in code:
+        pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    before = set(mappings.families())
+    try:
+        exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
+    finally:
+        for name in set(mappings.families()) - before:  # examples register families: undo it
+            mappings.unregister(name)
