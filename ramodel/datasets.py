@@ -252,7 +252,12 @@ def _select_classes(y: np.ndarray, classes, available: np.ndarray) -> tuple[int,
 
 
 def _stratified_split(y: np.ndarray, classes: int, test_fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted train and test indices; each class contributes round(test_fraction * n_c) test points."""
+    """Train and test indices in a seeded random order; each class contributes
+    ``round(test_fraction * n_c)`` test points.
+
+    The order is shuffled, not sorted: the raw files are grouped by class, so taking the
+    first n test points of a sorted split would silently give only one or two classes.
+    """
     counts = np.bincount(y, minlength=classes)
     n_test = np.clip(np.floor(test_fraction * counts + 0.5).astype(np.int64), 1, counts - 1)
     # Shuffle, then group by class with a stable sort: a random order within each class.
@@ -261,7 +266,7 @@ def _stratified_split(y: np.ndarray, classes: int, test_fraction: float, rng) ->
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(y.size) - start[y[order]]
     is_test = rank < n_test[y[order]]
-    return np.sort(order[~is_test]), np.sort(order[is_test])
+    return rng.permutation(order[~is_test]), rng.permutation(order[is_test])
 
 
 def _build(

@@ -156,5 +156,13 @@ def fit_ujm(
             RuntimeWarning,
             stacklevel=2,
         )
+    if sim.is_trivial:
+        warnings.warn(
+            "fit_ujm: the fitted model sits at the trivial critical point J = 0 (every residual "
+            f"Jacobian vanishes). With branch_factors={branch_factors} and weight_decay={tuple(weight_decay) if not isinstance(weight_decay, (int, float)) else weight_decay} "
+            "the penalty outweighs the features' signal; try a smaller lambda_J or init_scale=1.0",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     config = {**sim.config, "fit_ujm": {"n_inputs": int(h0.shape[0]), "skips": source}}
     return dataclasses.replace(sim, config=config)

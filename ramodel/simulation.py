@@ -92,6 +92,15 @@ class Simulation:
         return self.classifier.shape[0]
 
     @property
+    def is_trivial(self) -> bool:
+        """True at the critical point ``J = 0`` (every Jacobian entry below 1e-8 of the
+        classifier's scale). With ``k >= 2`` and a large ``lambda_J``, or with no skips
+        from a small start, this can be a genuine local minimum rather than a failure."""
+        J = to_numpy(self.jacobians)
+        W = to_numpy(self.classifier)
+        return bool(np.max(np.abs(J)) <= 1e-8 * max(1.0, float(np.max(np.abs(W)))))
+
+    @property
     def weight_decay(self) -> tuple[float, float]:
         """``(lambda_J, lambda_W)``."""
         return tuple(self.config["weight_decay"])

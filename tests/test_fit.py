@@ -113,3 +113,17 @@ def test_a_run_that_stops_early_warns(sim):
     with pytest.warns(RuntimeWarning, match="stopped"):
         fit = fit_ujm(src, max_steps=1, tol=1e-30)
     assert not fit.converged
+
+
+def test_a_trivial_fit_is_flagged():
+    import warnings
+
+    import ramodel
+
+    sim = ramodel.simulate(depth=3, classes=2, width=4, samples_per_class=3, seed=0)
+    assert not sim.is_trivial
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = ramodel.fit_ujm(sim, branch_factors=2, weight_decay=(10.0, 1e-2))
+    assert fitted.is_trivial
+    assert any("trivial critical point" in str(w.message) for w in caught)
