@@ -1,5 +1,10 @@
 """PyTorch residual networks with entangled skips ``h <- M h + F(h)``.
 
+Architectures: :class:`ResidualMLP` (fully connected), :class:`ConvResNet` (``M`` on
+channels), :class:`VisionTransformer` (pre-LayerNorm, ``M`` on the embedding axis of
+every token) and :class:`ResidualRNN` (``h_t = M h_{t-1} + f(h_{t-1}, x_t)``, one ``M``
+shared over time).
+
 Design constraints, in order:
 
 1. Optional: this module imports torch at the top and nothing else in ``ramodel``
@@ -9,13 +14,18 @@ Design constraints, in order:
    then cast to torch's default dtype and held as a non-trainable buffer.
 3. Exactness where it matters: ``skip="identity"`` returns ``h`` itself and
    ``skip="none"`` returns zeros, without a matmul; a signed permutation is an index
-   gather and a block-diagonal matrix a batched product of its blocks. Anything else
-   is ``h @ M.T`` on the feature axis (for a conv feature map that is a 1x1 conv over
-   channels, never a dense ``(C H W)**2`` matrix).
+   gather, a block-diagonal matrix a batched product of its blocks, a banded Toeplitz
+   matrix a sum of shifted copies (one per diagonal) and a block equicorrelation
+   matrix a scaled copy plus block sums. Anything else is ``h @ M.T`` on the feature
+   axis (for a conv feature map that is a 1x1 conv over channels, for a token sequence
+   a product per token, never a dense ``(C H W)**2`` or ``(T dim)**2`` matrix).
 4. Exportable: every same-shape residual block is in ``model.blocks`` and has
    ``.skip`` (an :class:`EntangledSkip`, ``.skip.M`` the matrix) and ``.branch`` (the
    residual function ``F``), and ``block(h) == block.skip(h) + block.branch(h)`` in
-   eval mode, so ``J_l = dF_l/dh`` is ``block.branch``'s Jacobian.
+   eval mode, so ``J_l = dF_l/dh`` is ``block.branch``'s Jacobian. The recurrent cell
+   follows the same protocol with a second argument, ``cell(h, x) = cell.skip(h) +
+   cell.branch(h, x)``; it is called once per step, so its step Jacobians come from
+   :meth:`ResidualRNN.step_jacobians` rather than :func:`ramodel.torch.export_jacobians`.
 
 Seeds: ``seed=`` draws the skips only. Weights are initialised by PyTorch's global
 generator, as for any ``nn.Module``, unless ``init_seed=`` is given (then the global
@@ -33,13 +43,26 @@ import numpy as np
 try:
     import torch
     from torch import nn
+    from torch.nn import functional
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(f"ramodel.nets needs PyTorch ({exc}); install it with: pip install 'ramodel[torch]'") from exc
 
 from . import mappings
 from ._validation import check_choice, check_int
 
-__all__ = ["EntangledSkip", "ResidualBlock", "ResidualMLP", "ConvResNet", "ACTIVATIONS", "NORMS"]
+__all__ = [
+    "EntangledSkip",
+    "ResidualBlock",
+    "ResidualMLP",
+    "ConvResNet",
+    "SelfAttention",
+    "VisionTransformer",
+    "RecurrentBranch",
+    "RecurrentCell",
+    "ResidualRNN",
+    "ACTIVATIONS",
+    "NORMS",
+]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "linear")
 NORMS = ("none", "layernorm", "batchnorm")
@@ -97,8 +120,13 @@ class EntangledSkip(nn.Module):
     structure : str
         How ``forward`` applies it: ``"identity"`` (returns ``h``), ``"zero"``,
         ``"permutation"`` (gather and signs; buffers ``perm``, ``signs``),
-        ``"block_diagonal"`` (buffers ``blocks (k, b, b)``, ``tail (r, r)``) or
-        ``"dense"``. Detected from the draw, so an explicit identity matrix is also
+        ``"block_diagonal"`` (buffers ``blocks (k, b, b)``, ``tail (r, r)``),
+        ``"diagonal"`` (buffer ``diagonal``), ``"banded"`` (symmetric banded Toeplitz,
+        one shifted copy per diagonal; buffer ``band``, the coefficient of each lag),
+        ``"block_equicorrelation"`` (``a h + b * block sums``; buffer ``coefficients``
+        ``(a, b)``, attribute ``block``) or ``"dense"``. Read off the structured draw
+        (a ``scaled(...)`` family folds its factor into the buffers); the identity and
+        zero are detected from the matrix, so an explicit identity matrix is also
         applied exactly.
 
     Examples
@@ -129,20 +157,42 @@ class EntangledSkip(nn.Module):
             raise ValueError(f"skip must have shape (width, width) = ({self.width}, {self.width}), got {M.shape}")
         dtype = torch.get_default_dtype()
         self.register_buffer("M", torch.as_tensor(M, dtype=dtype))
+        self.structure = "dense"
         if np.array_equal(M, np.eye(self.width)):
             self.structure = "identity"
         elif not M.any():
             self.structure = "zero"
-        elif isinstance(lmap, mappings.PermutationMap):
+        elif lmap is not None:
+            self._register_structure(lmap, dtype)
+
+    def _register_structure(self, lmap, dtype) -> None:
+        """Buffers of the fast form of ``lmap``; a scaled map folds its factor into them."""
+        factor = 1.0
+        while isinstance(lmap, mappings.ScaledMap):
+            factor, lmap = factor * float(lmap.factor), lmap.base
+
+        def buffer(name, value, kind=dtype):
+            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=kind))
+
+        if isinstance(lmap, mappings.PermutationMap):
             self.structure = "permutation"
-            self.register_buffer("perm", torch.as_tensor(np.asarray(lmap.perm), dtype=torch.long))
-            self.register_buffer("signs", torch.as_tensor(lmap.signs, dtype=dtype))
+            buffer("perm", lmap.perm, torch.long)
+            buffer("signs", factor * np.asarray(lmap.signs, dtype=np.float64))
         elif isinstance(lmap, mappings.BlockDiagonalMap):
             self.structure = "block_diagonal"
-            self.register_buffer("blocks", torch.as_tensor(lmap.blocks, dtype=dtype))
-            self.register_buffer("tail", torch.as_tensor(lmap.tail, dtype=dtype))
-        else:
-            self.structure = "dense"
+            buffer("blocks", factor * lmap.blocks)
+            buffer("tail", factor * lmap.tail)
+        elif isinstance(lmap, mappings.DiagonalMap):
+            self.structure = "diagonal"
+            buffer("diagonal", factor * lmap.diagonal)
+        elif isinstance(lmap, mappings.BandedToeplitzMap):
+            self.structure = "banded"
+            buffer("band", factor * np.asarray(lmap.coefficients, dtype=np.float64)[: self.width])
+        elif isinstance(lmap, mappings.BlockEquicorrelationMap):
+            # M = factor ((1 - rho) I + rho * blockdiag(ones)): a scaled copy plus block sums.
+            self.structure = "block_equicorrelation"
+            self.block = int(lmap.block)
+            buffer("coefficients", [factor * (1.0 - lmap.rho), factor * lmap.rho])
 
     def extra_repr(self) -> str:
         return f"width={self.width}, family={self.family!r}, structure={self.structure!r}, dim={self.dim}"
@@ -167,9 +217,30 @@ class EntangledSkip(nn.Module):
             out = torch.einsum("kij,...kj->...ki", self.blocks, head).flatten(-2)
             if self.tail.shape[0]:
                 out = torch.cat([out, x[..., k * b :] @ self.tail.T], dim=-1)
+        elif self.structure == "diagonal":
+            out = x * self.diagonal
+        elif self.structure == "banded":
+            out = self.band[0] * x
+            # One shifted copy per diagonal of the band (at most the bandwidth), never per sample.
+            for lag in range(1, self.band.shape[0]):
+                ahead = functional.pad(x[..., lag:], (0, lag))  # x[i + lag], zero past the end
+                behind = functional.pad(x[..., :-lag], (lag, 0))  # x[i - lag]
+                out = out + self.band[lag] * (ahead + behind)
+        elif self.structure == "block_equicorrelation":
+            out = self.coefficients[0] * x + self.coefficients[1] * self._block_sums(x)
         else:
             out = x @ self.M.T
         return out.movedim(-1, self.dim)
+
+    def _block_sums(self, x: torch.Tensor) -> torch.Tensor:
+        """Each entry replaced by the sum over its block of ``self.block`` features (last block shorter)."""
+        k, r = divmod(self.width, self.block)
+        head = x[..., : k * self.block].unflatten(-1, (k, self.block))
+        out = head.sum(-1, keepdim=True).expand_as(head).flatten(-2)
+        if r:
+            tail = x[..., k * self.block :]
+            out = torch.cat([out, tail.sum(-1, keepdim=True).expand_as(tail)], dim=-1)
+        return out
 
 
 def _block_seeds(seed, count: int, shared: bool):
@@ -583,3 +654,394 @@ class ConvResNet(nn.Module):
             h = block(h)
         return self.classifier(h.mean(dim=(-2, -1)))
 
+
+
+# ------------------------------------------------------------------------------ ViT
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, ``(B, T, dim) -> (B, T, dim)``.
+
+    ``Q, K, V = split(x W_qkv^T + b_qkv)``, each cut into ``heads`` heads of
+    ``dim / heads`` features; per head ``softmax(Q K^T / sqrt(dim / heads)) V``; the
+    heads are concatenated and projected by ``proj``. Written out rather than
+    ``nn.MultiheadAttention`` so that ``torch.func`` transforms (``vmap`` over single
+    samples, ``jvp``) apply; it equals ``nn.MultiheadAttention(dim, heads,
+    batch_first=True)`` with ``in_proj = qkv`` and ``out_proj = proj``.
+
+    Parameters
+    ----------
+    dim : int
+        Embedding size, divisible by ``heads``.
+    heads : int
+        Number of heads, >= 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> SelfAttention(8, 2)(torch.zeros(3, 5, 8)).shape
+    torch.Size([3, 5, 8])
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        dim = check_int("dim", dim, minimum=1)
+        heads = check_int("heads", heads, minimum=1)
+        if dim % heads:
+            raise ValueError(f"heads must divide dim, got dim={dim} and heads={heads}")
+        self.dim, self.heads = dim, heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, heads={self.heads}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention output, shape of ``x`` ``(B, T, dim)``."""
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.dim // self.heads)).movedim(-3, 0).transpose(-2, -3)
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (self.dim // self.heads) ** -0.5, dim=-1)
+        return self.proj((weights @ v).transpose(-2, -3).flatten(-2))
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (height, width), got {value!r}")
+        return tuple(check_int(name, v, minimum=1) for v in value)
+    v = check_int(name, value, minimum=1)
+    return v, v
+
+
+class VisionTransformer(nn.Module):
+    """Small pre-LayerNorm Vision Transformer with entangled skips on the embedding axis.
+
+    ``tokens -> [x <- M x + MSA(LN x); x <- M x + MLP(LN x)] x depth -> LN -> pool -> classifier``:
+
+    - patch embedding: a ``patch x patch`` convolution with stride ``patch`` (one
+      token of ``dim`` features per patch), then a class token (``pool="cls"``) in
+      front, plus a learned position embedding: ``h_0``, shape ``(B, T, dim)`` with
+      ``T = patches (+ 1)``;
+    - ``2 depth`` residual blocks, alternately attention and MLP; each is a
+      :class:`ResidualBlock` whose skip ``M`` (``dim x dim``) acts on every token's
+      embedding and whose branch is ``LN -> SelfAttention`` or
+      ``LN -> Linear -> GELU -> Linear``;
+    - a final LayerNorm, then the class token (``"cls"``) or the mean over tokens
+      (``"mean"``), then a linear classifier.
+
+    Parameters
+    ----------
+    image_size : int or (int, int)
+        Height and width of the input images.
+    classes : int
+    in_channels : int, default 1
+    patch : int, default 2
+        Side of a square patch; must divide both image sides (8x8 digits give 16
+        tokens of 2x2 pixels).
+    dim : int, default 32
+        Embedding size, the width of every ``M``.
+    depth : int, default 2
+        Transformer layers; each is two residual blocks, so ``len(blocks) == 2 depth``.
+    heads : int, default 4
+        Attention heads, >= 1, dividing ``dim``.
+    mlp_hidden : int, optional
+        Hidden width of the MLP branch; default ``2 dim``.
+    pool : {"cls", "mean"}, default "cls"
+    skip, skip_params, skip_shared, seed, drop_path, init_seed
+        As for :class:`ResidualMLP`, over the ``2 depth`` blocks in order: block ``l``
+        has the ``l``-th draw of ``mappings.draw_stack(skip, dim, depth=2 depth, ...)``.
+
+    Attributes
+    ----------
+    patch_embed : nn.Conv2d
+    cls_token : nn.Parameter, shape (1, 1, dim), or None
+    pos_embed : nn.Parameter, shape (1, T, dim)
+    blocks : nn.ModuleList of ResidualBlock
+    block_kind : tuple of str
+        ``"attention"`` or ``"mlp"`` for each block.
+    norm : nn.LayerNorm
+    classifier : nn.Linear
+    config : dict
+
+    Examples
+    --------
+    >>> import torch
+    >>> vit = VisionTransformer(8, 10, patch=2, dim=16, depth=1, heads=2, skip="permutation", seed=0, init_seed=0)
+    >>> vit(torch.zeros(3, 1, 8, 8)).shape
+    torch.Size([3, 10])
+    >>> vit.embed(torch.zeros(3, 1, 8, 8)).shape, vit.block_kind
+    (torch.Size([3, 17, 16]), ('attention', 'mlp'))
+    """
+
+    expects_images = True
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int],
+        classes: int,
+        *,
+        in_channels: int = 1,
+        patch: int = 2,
+        dim: int = 32,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_hidden: int | None = None,
+        pool: str = "cls",
+        skip="identity",
+        skip_params: Mapping | None = None,
+        skip_shared: bool = False,
+        seed=None,
+        drop_path: float = 0.0,
+        init_seed: int | None = None,
+    ):
+        super().__init__()
+        size = _pair("image_size", image_size)
+        classes = check_int("classes", classes, minimum=1)
+        in_channels = check_int("in_channels", in_channels, minimum=1)
+        patch = check_int("patch", patch, minimum=1)
+        if size[0] % patch or size[1] % patch:
+            raise ValueError(f"patch={patch} must divide the image size {size[0]}x{size[1]} (height and width)")
+        dim = check_int("dim", dim, minimum=1)
+        depth = check_int("depth", depth, minimum=1)
+        heads = check_int("heads", heads, minimum=1)
+        if dim % heads:
+            raise ValueError(f"heads must divide dim, got dim={dim} and heads={heads}")
+        mlp_hidden = 2 * dim if mlp_hidden is None else check_int("mlp_hidden", mlp_hidden, minimum=1)
+        check_choice("pool", pool, ("cls", "mean"))
+        count = 2 * depth
+        rates = _drop_rates(drop_path, count)
+        skips = _make_skips([dim] * count, skip, skip_params=skip_params, shared=skip_shared, seed=seed, dim=-1)
+        self.image_size, self.in_channels, self.classes, self.patch = size, in_channels, classes, patch
+        self.dim, self.depth, self.heads, self.pool = dim, depth, heads, pool
+        self.block_kind = ("attention", "mlp") * depth
+        tokens = (size[0] // patch) * (size[1] // patch) + (pool == "cls")
+        self.config = {
+            "architecture": "VisionTransformer", "image_size": list(size), "classes": classes,
+            "in_channels": in_channels, "patch": patch, "dim": dim, "depth": depth, "heads": heads,
+            "mlp_hidden": mlp_hidden, "pool": pool, "skip": skip if isinstance(skip, str) else "explicit",
+            "skip_params": dict(skip_params or {}), "skip_shared": bool(skip_shared), "drop_path": float(drop_path),
+        }  # fmt: skip
+        with _init_rng(init_seed):
+            self.patch_embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
+            self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim)) if pool == "cls" else None
+            self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens, dim))
+            branches = []
+            for kind in self.block_kind:
+                if kind == "attention":
+                    branches.append(nn.Sequential(nn.LayerNorm(dim), SelfAttention(dim, heads)))
+                else:
+                    branches.append(
+                        nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_hidden), nn.GELU(), nn.Linear(mlp_hidden, dim))
+                    )
+            self.blocks = nn.ModuleList(ResidualBlock(s, f, drop_path=r) for s, f, r in zip(skips, branches, rates))
+            self.norm = nn.LayerNorm(dim)
+            self.classifier = nn.Linear(dim, classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``h_0``: tokens with position embedding, shape ``(B, T, dim)``, input of the first block."""
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.image_size):
+            hint = (
+                " (reshape flat data with x.reshape(-1, 1, *dataset.image_shape); ramodel.training.train does this)"
+                if x.ndim == 2 else ""
+            )  # fmt: skip
+            raise ValueError(
+                f"VisionTransformer expects images of shape (batch, {self.in_channels}, {self.image_size[0]}, "
+                f"{self.image_size[1]}), got {tuple(x.shape)}{hint}"
+            )
+        h = self.patch_embed(x).flatten(2).transpose(1, 2)
+        if self.cls_token is not None:
+            h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1)
+        return h + self.pos_embed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape ``(B, classes)``, of images ``x`` of shape ``(B, in_channels, H, W)``."""
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h)
+        h = self.norm(h)
+        return self.classifier(h[:, 0] if self.pool == "cls" else h.mean(dim=1))
+
+
+# ------------------------------------------------------------------------------ RNN
+
+
+class RecurrentBranch(nn.Module):
+    """The residual function of :class:`ResidualRNN`: ``f(h, x) = W_out phi(W_h h + W_x x + b) + b_out``.
+
+    One hidden layer of ``inner`` units fed by the state and the current input, then
+    a linear read-out back to the state's width.
+
+    Attributes
+    ----------
+    state_in : nn.Linear
+        ``W_h``, ``b``: ``hidden -> inner``.
+    input_in : nn.Linear
+        ``W_x``: ``features -> inner``, no bias (``b`` is in ``state_in``).
+    activation : nn.Module
+    out : nn.Linear
+        ``W_out``, ``b_out``: ``inner -> hidden``.
+    """
+
+    def __init__(self, hidden: int, features: int, inner: int, activation: str):
+        super().__init__()
+        self.state_in = nn.Linear(hidden, inner)
+        self.input_in = nn.Linear(features, inner, bias=False)
+        self.activation = _ACTIVATION[activation]()
+        self.out = nn.Linear(inner, hidden)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``f(h, x)``: ``h (B, hidden)``, ``x (B, features)`` -> ``(B, hidden)``."""
+        return self.out(self.activation(self.state_in(h) + self.input_in(x)))
+
+
+class RecurrentCell(nn.Module):
+    """One step ``h_t = M h_{t-1} + f(h_{t-1}, x_t)``: ``.skip`` (an :class:`EntangledSkip`) plus ``.branch``."""
+
+    def __init__(self, skip: EntangledSkip, branch: RecurrentBranch):
+        super().__init__()
+        self.skip = skip
+        self.branch = branch
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``h_t``, shape ``(B, hidden)``, from ``h (B, hidden)`` and ``x (B, features)``."""
+        return self.skip(h) + self.branch(h, x)
+
+
+class ResidualRNN(nn.Module):
+    """Residual recurrent network: ``h_0 = 0``, ``h_t = M h_{t-1} + f(h_{t-1}, x_t)``, logits ``= W h_T + c``.
+
+    ``f`` is one hidden layer (:class:`RecurrentBranch`):
+    ``f(h, x) = W_out phi(W_h h + W_x x + b) + b_out`` with ``inner`` units. The cell is
+    shared over time, so one matrix ``M`` (``hidden x hidden``) acts at every step;
+    unrolled, step ``t`` is residual block ``t`` with input ``h_{t-1}``. ``M = I`` makes
+    the state an accumulator of the steps' contributions, ``M = 0`` a plain two-layer
+    transition ``h_t = f(h_{t-1}, x_t)``.
+
+    Parameters
+    ----------
+    features : int
+        Input features F per step.
+    classes : int
+    steps : int
+        Sequence length T. Flat inputs ``(B, T F)`` (a
+        :class:`ramodel.sequences.SequenceDataset` row, as ``ramodel.training.train``
+        passes it) are read as ``(B, T, F)`` in C order.
+    hidden : int, default 64
+        State width, the size of ``M``.
+    inner : int, optional
+        Hidden units of ``f``; default ``hidden``.
+    activation : {"tanh", "relu", "gelu", "silu", "linear"}, default "tanh"
+    skip, skip_params : default "identity", None
+        Family name and parameters, or one explicit ``(hidden, hidden)`` matrix.
+    seed : int, SeedSequence, Generator or None
+        Seed of the one draw: ``cell.skip.M`` equals ``mappings.get(skip)(hidden, seed=seed)``.
+    init_seed : int, optional
+        Seed of the weight initialisation (PyTorch's default ``nn.Linear`` init).
+
+    Attributes
+    ----------
+    cell : RecurrentCell
+    blocks : nn.ModuleList
+        ``[cell]``: the one residual module, called once per step (``T`` calls).
+    classifier : nn.Linear
+        ``h_T (B, hidden) -> logits (B, classes)``.
+    config : dict
+
+    Examples
+    --------
+    >>> import torch
+    >>> rnn = ResidualRNN(3, 2, steps=5, hidden=8, skip="orthogonal", seed=0, init_seed=0)
+    >>> x = torch.randn(4, 5, 3)
+    >>> rnn(x).shape, rnn.trajectory(x).shape, rnn.step_jacobians(x).shape
+    (torch.Size([4, 2]), torch.Size([6, 4, 8]), torch.Size([5, 4, 8, 8]))
+    >>> bool(torch.equal(rnn(x.reshape(4, 15)), rnn(x)))
+    True
+    """
+
+    expects_images = False
+
+    def __init__(
+        self,
+        features: int,
+        classes: int,
+        *,
+        steps: int,
+        hidden: int = 64,
+        inner: int | None = None,
+        activation: str = "tanh",
+        skip="identity",
+        skip_params: Mapping | None = None,
+        seed=None,
+        init_seed: int | None = None,
+    ):
+        super().__init__()
+        features = check_int("features", features, minimum=1)
+        classes = check_int("classes", classes, minimum=1)
+        steps = check_int("steps", steps, minimum=1)
+        hidden = check_int("hidden", hidden, minimum=1)
+        inner = hidden if inner is None else check_int("inner", inner, minimum=1)
+        check_choice("activation", activation, ACTIVATIONS)
+        if isinstance(skip, str):  # one draw: the family's own draw with this seed, not a spawned child
+            skip_module = EntangledSkip(hidden, skip, skip_params=skip_params, seed=seed)
+        else:
+            (skip_module,) = _make_skips([hidden], skip, skip_params=skip_params, shared=False, seed=seed, dim=-1)
+        self.features, self.classes, self.steps, self.hidden = features, classes, steps, hidden
+        self.config = {
+            "architecture": "ResidualRNN", "features": features, "classes": classes, "steps": steps,
+            "hidden": hidden, "inner": inner, "activation": activation,
+            "skip": skip if isinstance(skip, str) else "explicit", "skip_params": dict(skip_params or {}),
+        }  # fmt: skip
+        with _init_rng(init_seed):
+            self.cell = RecurrentCell(skip_module, RecurrentBranch(hidden, features, inner, activation))
+            self.classifier = nn.Linear(hidden, classes)
+        self.blocks = nn.ModuleList([self.cell])
+
+    def sequences(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as ``(B, T, F)``: flat ``(B, T F)`` rows reshaped, ``(B, T, F)`` checked."""
+        T, F = self.steps, self.features
+        if x.ndim == 2 and x.shape[1] == T * F:
+            return x.reshape(x.shape[0], T, F)
+        if x.ndim == 3 and tuple(x.shape[1:]) == (T, F):
+            return x
+        raise ValueError(
+            f"ResidualRNN expects sequences of shape (batch, steps, features) = (batch, {T}, {F}) or flat "
+            f"(batch, {T * F}), got a rank-{x.ndim} tensor of shape {tuple(x.shape)}"
+        )
+
+    def trajectory(self, x: torch.Tensor) -> torch.Tensor:
+        """States ``h_0 .. h_T``, shape ``(T + 1, B, hidden)`` (``h_0 = 0``)."""
+        x = self.sequences(x)
+        h = x.new_zeros(x.shape[0], self.hidden)
+        states = [h]
+        for t in range(self.steps):
+            h = self.cell(h, x[:, t])
+            states.append(h)
+        return torch.stack(states)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape ``(B, classes)``, of ``x`` of shape ``(B, T, F)`` or ``(B, T F)``."""
+        x = self.sequences(x)
+        h = x.new_zeros(x.shape[0], self.hidden)
+        for t in range(self.steps):
+            h = self.cell(h, x[:, t])
+        return self.classifier(h)
+
+    def step_jacobians(self, x: torch.Tensor) -> torch.Tensor:
+        """``J_t = df/dh`` at ``(h_{t-1}, x_t)`` for every step and input, shape ``(T, B, hidden, hidden)``.
+
+        The Jacobian of the residual function alone (the skip ``M`` excluded), the
+        square matrix the RA metrics take. Computed with ``torch.func`` (``vmap`` of
+        ``jacrev``), detached.
+        """
+        from torch.func import jacrev, vmap
+
+        x = self.sequences(x)
+        with torch.no_grad():
+            H = self.trajectory(x)[:-1]  # (T, B, hidden): the input of each step
+        X = x.detach().transpose(0, 1)  # (T, B, F)
+        branch = self.cell.branch
+
+        def f(h, xt):
+            return branch(h.unsqueeze(0), xt.unsqueeze(0)).squeeze(0)
+
+        J = vmap(vmap(jacrev(f)))(H, X)
+        return J.detach()

@@ -374,3 +374,49 @@ def test_auto_init_makes_a_skip_free_mlp_trainable():
     a = ResidualMLP(64, 10, width=8, depth=2, skip="identity", init_seed=0)
     b = ResidualMLP(64, 10, width=8, depth=2, skip="identity", init_seed=0, init="torch")
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+# ------------------------------------------------------------------------- fast structured skips
+
+
+@given(
+    width=st.integers(1, 12),
+    seed=st.integers(0, 2**32 - 1),
+    bandwidth=st.integers(1, 14),
+    block=st.integers(1, 7),
+    rho=st.floats(-0.1, 0.95),  # above -1/(block - 1) for every block <= 7
+    dim=st.sampled_from([-1, 1]),
+)
+def test_banded_equicorrelation_and_scaled_skips_agree_with_dense(width, seed, bandwidth, block, rho, dim):
+    cases = [
+        ("correlation", {"kind": "banded", "bandwidth": bandwidth}, "banded"),
+        ("scaled(correlation)", {"kind": "banded", "bandwidth": bandwidth}, "banded"),
+        ("correlation", {"kind": "block", "block": block, "rho": rho}, "block_equicorrelation"),
+        ("scaled(correlation)", {"kind": "block", "block": block, "rho": rho}, "block_equicorrelation"),
+        ("scaled(block_orthogonal)", {"block": block}, "block_diagonal"),
+    ]
+    gen = torch.Generator().manual_seed(seed % 2**31)
+    h = torch.randn(3, width, 2, dtype=torch.float64, generator=gen) if dim == 1 else torch.randn(2, 3, width, dtype=torch.float64, generator=gen)
+    for family, params, structure in cases:
+        M = mappings.get(family)(width, seed=seed, **params)  # independent float64 draw
+        with _float64():
+            fast = EntangledSkip(width, family, skip_params=params, seed=seed, dim=dim)
+        assert fast.structure in (structure, "identity")
+        torch.testing.assert_close(fast.M, torch.from_numpy(M), rtol=0, atol=0)
+        expected = torch.from_numpy(np.moveaxis(np.moveaxis(h.numpy(), dim, -1) @ M.T, -1, dim))
+        torch.testing.assert_close(fast(h), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_diagonal_structured_skip_and_fast_forms_stay_out_of_dense_path():
+    d = np.array([2.0, -1.0, 0.5])
+    with _float64():
+        skip = EntangledSkip(3, mappings.DiagonalMap(d))
+    assert skip.structure == "diagonal"
+    h = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(skip(h), h * torch.from_numpy(d), rtol=0, atol=0)
+    # A banded skip never forms h @ M.T: poisoning M leaves its output unchanged.
+    banded = EntangledSkip(6, "correlation", skip_params={"kind": "banded", "bandwidth": 2})
+    x = torch.randn(2, 6)
+    before = banded(x)
+    banded.M.fill_(float("nan"))
+    assert torch.equal(banded(x), before)
