@@ -23,13 +23,11 @@ The across-model verdict, ``-1.3 <= b <= -0.7`` for the slope ``b`` of
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
@@ -40,6 +38,7 @@ import numpy as np
 from . import metrics as _m
 from ._validation import check_int, check_positive_float
 from .backend import get_namespace, namespace_name, to_numpy
+from ._io import atomic_write_text
 from .metrics import DEFAULT_TAU, Metric
 
 __all__ = ["Thresholds", "Check", "RAReport", "analyze", "PROPERTIES"]
@@ -273,27 +272,8 @@ class RAReport:
         IsADirectoryError
             If ``path`` is a folder.
         """
-        path = pathlib.Path(path)
-        folder = path.parent
-        if not folder.is_dir():
-            raise FileNotFoundError(f"cannot save the report to {str(path)!r}: folder {str(folder)!r} does not exist")
-        if path.is_dir():
-            raise IsADirectoryError(f"cannot save the report to {str(path)!r}: it is a folder")
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)  # before touching the disk
-        mode = (path.stat().st_mode & 0o777) if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write_text(path, text, action="save the report to")
 
     # ------------------------------------------------------------------ display
     def _rows(self) -> list[tuple[str, str, str, str, str, str]]:

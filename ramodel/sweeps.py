@@ -19,13 +19,13 @@ import io
 import itertools
 import math
 import os
-import pathlib
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ._io import atomic_write_text
 
 __all__ = ["SweepResult", "SerialExecutor", "sweep", "run_one"]
 
@@ -133,7 +133,7 @@ class SweepResult:
             writer.writerow([_fmt_cell(r.get(c)) for c in self.columns])
         text = buf.getvalue()
         if path is not None:
-            _atomic_write_text(pathlib.Path(path), text)
+            atomic_write_text(path, text)
         return text
 
     def to_pandas(self):
@@ -199,23 +199,6 @@ def _hashable(v):
     return tuple(v) if isinstance(v, list) else (tuple(sorted(v.items())) if isinstance(v, dict) else v)
 
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    folder = path.parent if str(path.parent) else pathlib.Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _as_list(name: str, values: Any) -> list:

@@ -26,13 +26,11 @@ Design decisions of :func:`check` (details in its docstring):
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import math
 import os
 import pathlib
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ import numpy as np
 
 from ._validation import as_generator, check_int, check_positive_float
 from .backend import asarray, get_namespace, namespace_name, to_numpy
+from ._io import atomic_write_text
 from .metrics import Spread
 from .spectra import top_singular
 
@@ -848,27 +847,8 @@ class TheoryReport:
         IsADirectoryError
             If ``path`` is a folder.
         """
-        path = pathlib.Path(path)
-        folder = path.parent
-        if not folder.is_dir():
-            raise FileNotFoundError(f"cannot save the report to {str(path)!r}: folder {str(folder)!r} does not exist")
-        if path.is_dir():
-            raise IsADirectoryError(f"cannot save the report to {str(path)!r}: it is a folder")
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
-        mode = (path.stat().st_mode & 0o777) if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return path
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)  # before touching the disk
+        return atomic_write_text(path, text, action="save the report to")
 
     # ----------------------------------------------------------------- display
     def _header(self) -> str:
