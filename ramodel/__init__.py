@@ -17,6 +17,7 @@ from .simulation import Simulation, simulate
 from .theory import TheoryReport
 from .theory import check as check_theory
 from .sweeps import SweepResult, sweep
+from .scaling import DepthScaling, depth_scaling
 
 __all__ = [
     "simulate",
@@ -26,6 +27,8 @@ __all__ = [
     "Thresholds",
     "sweep",
     "SweepResult",
+    "depth_scaling",
+    "DepthScaling",
     "JacobianSet",
     "fit_ujm",
     "check_theory",

@@ -79,6 +79,7 @@ import numpy as np
 
 from ._validation import check_choice, check_int, check_positive_float
 from .backend import asarray, get_namespace, to_numpy
+from .scaling import DepthLawFit, fit_depth_law
 from .spectra import top_singular
 
 __all__ = [
@@ -284,48 +285,8 @@ class Metric:
         }
 
 
-@dataclass(frozen=True)
-class DepthSlopeFit:
-    """Least-squares fit of ``log sigma1 = a + b log L`` over a depth sweep (RA4).
-
-    Attributes
-    ----------
-    slope : float
-        ``b``; RA4 predicts ``b = -1``.
-    intercept : float
-        ``a``.
-    stderr : float
-        Standard error of ``b``.
-    ci_low, ci_high : float
-        Two-sided confidence interval of ``b`` from Student's t with ``dof`` degrees of
-        freedom.
-    confidence : float
-        Confidence level of the interval, e.g. 0.95.
-    dof : int
-        ``n - 2``.
-    n : int
-        Number of models.
-    r2 : float
-        Coefficient of determination of the log-log fit.
-    """
-
-    slope: float
-    intercept: float
-    stderr: float
-    ci_low: float
-    ci_high: float
-    confidence: float
-    dof: int
-    n: int
-    r2: float
-
-    def within(self, low: float = -1.3, high: float = -0.7) -> bool:
-        """True when ``low <= slope <= high`` (METRICS.md default acceptance)."""
-        return bool(low <= self.slope <= high)
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict."""
-        return {k: (v if isinstance(v, int) else _json_float(v)) for k, v in self.__dict__.items()}
+#: The RA4 depth-law fit; one class, defined in :mod:`ramodel.scaling`.
+DepthSlopeFit = DepthLawFit
 
 
 def chance_alignment(k: int, d: int) -> float:
@@ -1390,24 +1351,8 @@ def sigma1_mean(J) -> Metric:
 def fit_depth_slope(depths, sigma1, *, confidence: float = 0.95) -> DepthSlopeFit:
     """RA4 across models: fit ``log sigma_bar_1 = a + b log L`` by least squares.
 
-    The confidence interval of ``b`` is ``b +- t_{(1+confidence)/2, n-2} * stderr`` with
-    the usual OLS standard error. RA4 predicts ``b = -1``; the default acceptance is
-    ``-1.3 <= b <= -0.7`` (:meth:`DepthSlopeFit.within`). NumPy/SciPy only: arrays
-    from other namespaces are copied to the host.
-
-    Parameters
-    ----------
-    depths : array_like, shape (n,)
-        Depth ``L`` of each model, > 0; at least two distinct values. Repeated depths
-        (several seeds) are allowed.
-    sigma1 : array_like, shape (n,)
-        ``sigma_bar_1`` of each model (:func:`sigma1_mean`), > 0.
-    confidence : float, default 0.95
-        In (0, 1).
-
-    Returns
-    -------
-    DepthSlopeFit
+    The same function as :func:`ramodel.scaling.fit_depth_law` (kept under this name for
+    existing callers); :func:`ramodel.depth_scaling` adds the grouping and the verdict.
 
     Examples
     --------
@@ -1415,37 +1360,7 @@ def fit_depth_slope(depths, sigma1, *, confidence: float = 0.95) -> DepthSlopeFi
     >>> round(fit.slope, 12), fit.within()
     (-1.0, True)
     """
-    from scipy import stats
-
-    x = np.asarray(to_numpy(depths) if hasattr(depths, "__array_namespace__") else depths, dtype=np.float64)
-    y = np.asarray(to_numpy(sigma1) if hasattr(sigma1, "__array_namespace__") else sigma1, dtype=np.float64)
-    for name, a in (("depths", x), ("sigma1", y)):
-        if a.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-        if not np.all(np.isfinite(a)) or not np.all(a > 0):
-            raise ValueError(f"{name} must hold finite values > 0 (they are log-transformed)")
-    if x.shape != y.shape:
-        raise ValueError(f"depths and sigma1 must have the same length, got {x.size} and {y.size}")
-    if x.size < 3:
-        raise ValueError(f"fit_depth_slope needs at least 3 models for a confidence interval, got {x.size}")
-    if np.unique(x).size < 2:
-        raise ValueError("depths must hold at least two distinct values")
-    confidence = check_positive_float("confidence", confidence)
-    if confidence >= 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    lx, ly = np.log(x), np.log(y)
-    xm, ym = lx.mean(), ly.mean()
-    sxx = float(np.sum((lx - xm) ** 2))
-    b = float(np.sum((lx - xm) * (ly - ym)) / sxx)
-    a = float(ym - b * xm)
-    resid = ly - (a + b * lx)
-    dof = x.size - 2
-    ssr = float(np.sum(resid**2))
-    sst = float(np.sum((ly - ym) ** 2))
-    stderr = math.sqrt(ssr / dof / sxx)
-    half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * stderr
-    r2 = 1.0 - ssr / sst if sst > 0 else 1.0
-    return DepthSlopeFit(b, a, stderr, b - half, b + half, confidence, dof, int(x.size), r2)
+    return fit_depth_law(depths, sigma1, confidence=confidence)
 
 
 # ------------------------------------------------------------- neural collapse
