@@ -6,9 +6,10 @@ was received, so users can fix the call from the message alone.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,10 @@ __all__ = [
     "check_choice",
     "check_finite_array",
     "as_generator",
+    "check_real_array",
+    "check_integer_labels",
+    "check_optional_mapping",
+    "check_keywords",
 ]
 
 
@@ -76,3 +81,93 @@ def as_generator(seed: Any) -> np.random.Generator:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         return np.random.default_rng(seed)
     raise TypeError(f"seed must be an int, SeedSequence or numpy Generator, got {type(seed).__name__}")
+
+
+def _host_array(name: str, x: Any, expected: str) -> np.ndarray:
+    from .backend import to_numpy
+
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be {expected}, got a {type(x).__name__} ({x!r:.40})")
+    try:
+        a = to_numpy(x)
+        if not isinstance(a, np.ndarray):
+            a = np.asarray(a)
+    except Exception as exc:
+        raise TypeError(f"{name} must be {expected}, got {type(x).__name__} ({exc})") from None
+    return a
+
+
+def check_real_array(name: str, x: Any, *, allow_empty: bool = False) -> np.ndarray:
+    """``x`` as a host array of real numbers (bool, integer or floating dtype), or raise naming ``name``.
+
+    Complex values are refused rather than losing their imaginary part to a cast, and
+    strings, bytes and Python objects (ragged lists) are refused rather than failing
+    deep inside NumPy. Unless ``allow_empty``, an array with no elements is refused.
+
+    Examples
+    --------
+    >>> check_real_array("inputs", [[1, 2], [3, 4]]).dtype.kind
+    'i'
+    >>> check_real_array("inputs", [1j])
+    Traceback (most recent call last):
+    ...
+    TypeError: inputs must be an array of real numbers, got complex dtype complex128; pass x.real (or abs(x)) explicitly if that is meant
+    """
+    expected = "an array of real numbers"
+    a = _host_array(name, x, expected)
+    kind = a.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} must be {expected}, got complex dtype {a.dtype}; pass x.real (or abs(x)) "
+                        "explicitly if that is meant")
+    if kind not in "biuf":
+        what = {"U": "strings", "S": "bytes", "O": "Python objects (a ragged or mixed list?)"}.get(kind, "values")
+        raise TypeError(f"{name} must be {expected}, got {what} (dtype {a.dtype})")
+    if not allow_empty and a.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {a.shape}")
+    return a
+
+
+def check_integer_labels(name: str, y: Any) -> np.ndarray:
+    """``y`` as a non-empty host array of integer class labels (integer dtype, or whole-number floats)."""
+    expected = "an array of integer class labels"
+    a = _host_array(name, y, expected)
+    kind = a.dtype.kind
+    if kind not in "biuf" or (kind == "f" and not bool(np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0))):
+        what = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers",
+                "f": "non-integer numbers"}.get(kind, "values")
+        raise TypeError(f"{name} must be {expected} in [0, classes), got {what} (dtype {a.dtype}); "
+                        "map class names to 0..C-1 first")
+    if a.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {a.shape}")
+    return a
+
+
+def check_optional_mapping(name: str, value: Any) -> dict:
+    """``value`` (None or a mapping with string keys) as a new dict, or raise naming ``name``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of parameter names to values (or None), got "
+                        f"{type(value).__name__} {value!r:.60}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"{name} keys must be parameter names (str), got {bad!r:.60}")
+    return dict(value)
+
+
+def check_keywords(name: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise ``TypeError`` naming each keyword in ``given`` that is not in ``known``, with a suggestion.
+
+    Examples
+    --------
+    >>> check_keywords("sweep()", ["branch_factor"], ["branch_factors", "loss"])
+    Traceback (most recent call last):
+    ...
+    TypeError: sweep() got an unexpected keyword argument 'branch_factor' (did you mean 'branch_factors'?)
+    """
+    known = list(known)
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keywords are {sorted(known)}"
+            raise TypeError(f"{name} got an unexpected keyword argument {key!r}{hint}")

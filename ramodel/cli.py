@@ -219,6 +219,14 @@ examples:
   ramodel train --dataset digits --classes 3 --depth 8 --width 32 --skip orthogonal --out out/orth
   ramodel train --arch conv --channels 8 --depth 2 --inputs 50 --method matrix_free --k 4 --out out/conv
   ramodel train --out out/mlp --epochs 20 --resume     # continue from out/mlp/checkpoint.pt
+  ramodel train --protocol terminal --dataset mnist5k --depth 8 --pick random --out out/ra
+                                                      # long enough for weight decay to remove the init
+
+--protocol terminal fills every training option not given with defaults measured to reach the
+regime where weight decay has removed the initialisation (ramodel.training.PROTOCOLS: 3000
+steps, batch 256, lr 0.1, warmup 150, weight decay 1e-2, gradient clip 5); the short default
+protocol leaves the branch weights at cosine ~0.95 with their initial values, and RA measured
+then measures the initialisation (train.json: init_cosine; a warning above 0.5).
 
 files written to --out DIR: jacobians.npz (FORMAT.md: Jacobians, representations, skips,
 classifier and meta of --inputs test inputs), train.json (what --json prints) and
@@ -335,11 +343,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-param", action="append", type=_key_value, metavar="KEY=VALUE")
     g.add_argument("--skip-shared", action="store_true")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=10, help="(default 10)")
-    g.add_argument("--batch-size", type=int, default=128, help="(default 128)")
-    g.add_argument("--lr", type=float, default=0.05, help="initial learning rate (default 0.05)")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="SGD L2 penalty (default 5e-4)")
-    g.add_argument("--schedule", default="cosine", help="cosine or step (default cosine)")
+    g.add_argument("--protocol", choices=("default", "terminal"), default="default",
+                   help="defaults of the options below (ramodel.training.PROTOCOLS); 'terminal' trains until "
+                        "weight decay has removed the initialisation (default: default)")
+    g.add_argument("--epochs", type=int, help="length in epochs (default 10 with --protocol default)")
+    g.add_argument("--steps", type=int, help="length in optimizer steps (default 3000 with --protocol terminal)")
+    g.add_argument("--batch-size", type=int, help="(default 128; terminal 256)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 0.05; terminal 0.1)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    g.add_argument("--weight-decay", type=float, help="weight decay (default 5e-4; terminal 1e-2)")
+    g.add_argument("--schedule", help="cosine, step or constant (default cosine)")
+    g.add_argument("--warmup", type=int, help="linear warmup steps (default 0; terminal 150)")
+    g.add_argument("--grad-clip", type=float, help="clip the gradient norm (default none; terminal 5)")
+    g.add_argument("--decoupled-decay", action=argparse.BooleanOptionalAction, default=None,
+                   help="decoupled weight decay w <- (1 - lr wd) w instead of L2 in the gradient (default off)")
+    g.add_argument("--decay-on", choices=("all", "weights"), help="decay all parameters or weights only (default all)")
+    g.add_argument("--eval-every", type=int, help="test accuracy every N epochs (default: at the end only)")
     g.add_argument("--loss", default="cross_entropy", help="cross_entropy or mse (default cross_entropy)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed of the split, the weights, shuffling and skips (default 0)")
@@ -350,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("export")
     g.add_argument("--inputs", type=int, default=100, help="test inputs to export (default 100; capped at the split)")
     g.add_argument("--split", choices=("test", "train"), default="test", help="(default test)")
+    g.add_argument("--pick", choices=("first", "random"), default="first",
+                   help="the first --inputs of the split, or a seeded random subset (default first; mnist5k's "
+                        "test split is sorted by class, so its first inputs hold only classes 0 and 1)")
     g.add_argument("--method", default="auto", help="auto, dense or matrix_free (default auto)")
     g.add_argument("--k", type=int, help="singular triplets for matrix_free (default C)")
     g.add_argument("--export-dtype", default="float64", help="float64 or float32 (default float64)")
@@ -408,29 +430,9 @@ def _json_text(payload: Mapping) -> str:
 
 
 def _atomic_write(path: pathlib.Path, data: str | bytes) -> pathlib.Path:
-    import tempfile
+    from ._io import atomic_write_bytes
 
-    path = pathlib.Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _out_dir(path: pathlib.Path) -> pathlib.Path:
@@ -583,45 +585,13 @@ _GRID_AXES = {"depths": "depth", "classes": "classes", "widths": "width", "skips
 
 
 def _canonical(value: Any) -> Any:
-    """A comparable form of a configuration value, whether a Python object or CSV text."""
-    if isinstance(value, str):
-        if value == "":
-            return None
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return value
-        if isinstance(value, str):
-            return value
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    try:  # numpy scalars
-        return _canonical(value.item())
-    except AttributeError:
-        return str(value)
+    from .sweeps import _canonical as canonical
+
+    return canonical(value)
 
 
 def run_key(config: Mapping[str, Any]) -> str:
-    """The identity of one sweep run: its ``simulate`` options with the defaults filled in.
-
-    ``config`` holds options of :func:`ramodel.simulate` (Python values, or the CSV text
-    of a sweep row; ``""`` is None). Every option except :data:`RUN_KEY_EXCLUDED` counts;
-    a missing or None option takes simulate's default, ``width`` defaults to
-    ``max(16, classes)`` and ``tol`` to ``DEFAULT_TOL[dtype]`` (simulate's rules), one
-    ``weight_decay`` number means the pair, and values are compared as literals (numbers
-    as floats), so ``1e-2`` and ``"0.01"`` give the same key. Columns that are not
-    simulate options (metrics, timings, the error) are ignored.
-
-    Returns
-    -------
-    str
-        Canonical JSON of the options.
+    """The identity of one sweep run (:func:`ramodel.sweeps.run_key`, where resume lives).
 
     Examples
     --------
@@ -630,24 +600,9 @@ def run_key(config: Mapping[str, Any]) -> str:
     ...      "weight_decay": "[0.01, 0.01]", "RA1": "True"})
     True
     """
-    from .simulation import DEFAULT_TOL, simulate
+    from .sweeps import run_key as key
 
-    defaults = _simulate_defaults()
-    names = [n for n in inspect.signature(simulate).parameters if n not in RUN_KEY_EXCLUDED]
-    key = {}
-    for name in names:
-        v = _canonical(config.get(name))
-        if v is None:
-            v = _canonical(defaults.get(name))
-        key[name] = v
-    if isinstance(key.get("weight_decay"), float):  # simulate reads one number as (lambda, lambda)
-        key["weight_decay"] = [key["weight_decay"]] * 2
-    # simulate's own rules for two None defaults, so an explicit default is the same run.
-    if key.get("width") is None and isinstance(key.get("classes"), float):
-        key["width"] = max(16.0, key["classes"])
-    if key.get("tol") is None and key.get("dtype") in DEFAULT_TOL:
-        key["tol"] = float(DEFAULT_TOL[key["dtype"]])
-    return json.dumps(key, sort_keys=True)
+    return key(config)
 
 
 def _load_toml(path: pathlib.Path) -> dict:
@@ -715,108 +670,46 @@ def _sweep_configs(grid: Mapping[str, list], options: Mapping[str, Any]) -> list
 
 
 def _preflight(configs: Sequence[dict]) -> None:
-    """Fail fast, as one line, on options every run would reject (a typo, a bad range)."""
-    from .simulation import simulate
+    """Fail fast, as one line, on options any run would reject (a typo, a bad range).
+
+    Stricter than the library's check (which refuses only what makes every run invalid):
+    the command line refuses the whole grid when one group of runs is invalid.
+    """
+    from .sweeps import probe
 
     seen = set()
     for cfg in configs:
-        probe = {k: v for k, v in cfg.items() if k not in ("depth",)}
-        sig = json.dumps(_canonical({k: v for k, v in probe.items() if k != "seed"}), sort_keys=True)
+        probe_cfg = {k: v for k, v in cfg.items() if k not in ("depth",)}
+        sig = json.dumps(_canonical({k: v for k, v in probe_cfg.items() if k != "seed"}), sort_keys=True)
         if sig in seen:
             continue
         seen.add(sig)
         try:
-            simulate(**{**cfg, "max_steps": 1})
+            probe(cfg)
         except (ValueError, TypeError) as exc:
             raise CLIError(f"run {_describe(cfg)} is invalid: {exc}") from None
-        except Exception:  # noqa: BLE001 - a run that fails otherwise (divergence) becomes a row
-            pass
 
 
 def _describe(cfg: Mapping) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg.items() if k in ("depth", "classes", "width", "skip", "seed"))
 
 
-def _read_csv(path: pathlib.Path) -> tuple[list[str], list[dict]]:
-    from .sweeps import CONFIG_COLUMNS
-
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CLIError(f"cannot resume from --out {str(path)!r}: {exc}; use --no-resume to overwrite it") from None
-    missing = [c for c in (*CONFIG_COLUMNS, "error") if c not in header]
-    if missing:
-        raise CLIError(f"--out {str(path)!r} is not a ramodel sweep CSV (no column(s) {missing}); "
-                       "use --no-resume to overwrite it or choose another file")
-    return header, rows
-
-
 def _columns(rows: Sequence[Mapping], extra: Sequence[str] = ()) -> list[str]:
-    """Column order of ramodel.sweeps.sweep: config, other options, run info, verdicts, metrics."""
-    from .simulation import simulate
-    from .sweeps import CONFIG_COLUMNS, RUN_COLUMNS, THEOREM_COLUMNS, VERDICT_COLUMNS
+    from .sweeps import _order_columns
 
-    seen: list[str] = list(extra)
-    for r in rows:
-        for c in r:
-            if c not in seen:
-                seen.append(c)
-    params = set(inspect.signature(simulate).parameters)
-    fixed = (*RUN_COLUMNS, *THEOREM_COLUMNS, *VERDICT_COLUMNS)
-    head = [c for c in CONFIG_COLUMNS if c in seen]
-    options = [c for c in seen if c in params and c not in CONFIG_COLUMNS]
-    tail = [c for c in fixed if c in seen]
-    rest = [c for c in seen if c not in head + options + tail]
-    return head + options + tail + rest
+    return _order_columns(rows, extra)
 
 
 def _fill_defaults(row: Mapping[str, Any], columns: Sequence[str]) -> dict:
-    """``row`` with every empty option cell set to the value the run used (simulate's default).
+    from .sweeps import _fill_defaults as fill
 
-    Rows written by different invocations then agree cell by cell on equal runs (an explicit
-    ``--tol 1e-10`` and the float64 default), so grouping the CSV by its columns, as
-    :meth:`~ramodel.sweeps.SweepResult.depth_slope` does, groups equal models together.
-    """
-    from .simulation import DEFAULT_TOL
-
-    defaults = _simulate_defaults()
-    out = dict(row)
-    for c in columns:
-        if c not in defaults or out.get(c) not in (None, ""):
-            continue
-        if c == "width":
-            try:
-                value = max(16, int(float(out.get("classes"))))
-            except (TypeError, ValueError):
-                continue
-        elif c == "tol":
-            value = DEFAULT_TOL.get(out.get("dtype") or defaults["dtype"])
-        else:
-            value = defaults[c]
-        if value is not None:
-            out[c] = list(value) if isinstance(value, tuple) else value
-    return out
+    return fill(row, columns)
 
 
 def _parse_cell(text: str) -> Any:
-    if text == "":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    if text[:1] in "[{(":
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            pass
-    return text
+    from .sweeps import _parse_cell as parse
+
+    return parse(text)
 
 
 def _executor(args: argparse.Namespace, pending: int, imports: Sequence[str]):
@@ -875,9 +768,7 @@ class _LineProgress:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import concurrent.futures as cf
-
-    from .sweeps import SweepResult, run_one
+    from . import sweeps
 
     grid, options = _sweep_grid(args)
     configs = _sweep_configs(grid, options)
@@ -887,74 +778,54 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise CLIError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     keys = [run_key(c) for c in configs]
-
-    kept: dict[str, dict] = {}
-    outside: list[dict] = []
-    header: list[str] = []
     if out.exists() and not args.no_resume:
-        header, old = _read_csv(out)
-        wanted = set(keys)
-        for row in old:
-            key = run_key(row)
-            ok = not row.get("error")
-            if key not in wanted:
-                outside.append(row)  # a run of another grid: kept as it is, never recomputed here
-            elif ok and key not in kept:
-                kept[key] = row
-    pending = [i for i, k in enumerate(keys) if k not in kept]
-    if pending:
-        _preflight([configs[i] for i in pending])
+        try:
+            sweeps._read_csv_rows(out)
+        except ValueError as exc:
+            raise CLIError(str(exc).replace("out=", "--out ").replace("pass resume=False", "use --no-resume")) from None
+    _preflight(configs)
 
-    rows: list[dict | None] = [kept.get(k) for k in keys]
-
-    def write() -> None:
-        done = [r for r in rows if r is not None] + outside
-        cols = _columns(done, extra=header)
-        done = [_fill_defaults(r, cols) for r in done]
-        SweepResult(rows=tuple(done), columns=tuple(cols)).to_csv(out)
-
-    bar = _progress_bar(args, len(pending))
     close = None
     try:
-        if pending:
-            executor, close = _executor(args, len(pending), args.imports)
-            futures = {executor.submit(run_one, configs[i]): i for i in pending}
-            for fut in cf.as_completed(futures):
-                i = futures[fut]
-                try:
-                    rows[i] = fut.result()
-                except Exception as exc:  # the worker itself died
-                    rows[i] = {**{k: configs[i].get(k) for k in ("depth", "classes", "width", "skip", "seed")},
-                               "converged": False, "error": f"{type(exc).__name__}: {exc}"}
-                write()
-                if bar is not None:
-                    bar.update(1)
-        else:
-            write()
+        # The library writes every finished row to --out (and its typed record) as it completes.
+        executor, close = _executor(args, len(configs), args.imports)
+        result = sweeps.sweep(depths=grid["depths"], classes=grid["classes"], widths=grid["widths"],
+                              skips=grid["skips"], seeds=grid["seeds"], executor=executor,
+                              progress=args.progress, out=out, resume=not args.no_resume, **options)
+    except KeyboardInterrupt:
+        if close is not None and hasattr(executor, "_processes"):
+            sweeps._stop_pool(executor)
+            close = None
+        print(f"ramodel sweep: interrupted; every finished run is in {out}: run the same command again to resume",
+              file=sys.stderr)
+        return _EXIT_INTERRUPTED
     finally:
-        if bar is not None:
-            bar.close()
         if close is not None:
             close()
 
     # Read the table back from the CSV text so kept and new rows have the same types.
-    done = [r for r in rows if r is not None] + outside
-    cols = _columns(done, extra=header)
-    text = SweepResult(rows=tuple(_fill_defaults(r, cols) for r in done), columns=tuple(cols)).to_csv()
+    done = list(result.rows) + list(result.other_rows)
+    cols = _columns(done)
+    text = sweeps.SweepResult(rows=tuple(_fill_defaults(r, cols) for r in done), columns=tuple(cols)).to_csv()
     reader = csv.DictReader(io.StringIO(text))
     parsed = [{k: _parse_cell(v) for k, v in r.items()} for r in reader]
-    result = SweepResult(rows=tuple(parsed), columns=tuple(reader.fieldnames or ()))
+    shown = sweeps.SweepResult(rows=tuple(parsed), columns=tuple(reader.fieldnames or ()), kept=result.kept)
     grid_rows = parsed[: len(configs)]
     failed = [r for r in grid_rows if r.get("error")]
-    fits = result.depth_slope()
+    not_converged = [r for r in failed if str(r["error"]).startswith(sweeps.NOT_CONVERGED)]
+    trivial = [r for r in grid_rows if r.get("trivial") is True]
+    fits = shown.depth_slope()
     payload = {
         "command": "sweep",
         "csv": str(out),
+        "record": str(sweeps.record_path(out)),
         "runs": len(configs),
-        "kept": len(kept),
-        "computed": len(pending),
+        "kept": result.kept,
+        "computed": len(configs) - result.kept,
         "failed": len(failed),
-        "other_rows_kept": len(outside),
+        "not_converged": len(not_converged),
+        "trivial": len(trivial),
+        "other_rows_kept": len(result.other_rows),
         "run_key": [n for n in json.loads(keys[0])] if keys else [],
         "depth_slope": [{"group": g, "fit": f.to_dict(), "within_ra4_range": f.within()} for g, f in fits],
         "rows": parsed,
@@ -962,16 +833,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         _print(_json_text(payload))
     else:
-        lines = [str(result), ""]
+        lines = [str(shown), ""]
         for g, f in fits:
             group = ", ".join(f"{k}={v}" for k, v in g.items())
             lines.append(f"RA4 depth slope {f.slope:.3f}, {int(round(f.confidence * 100))}% CI "
                          f"[{f.ci_low:.3f}, {f.ci_high:.3f}], r2 {f.r2:.4f}, n={f.n} ({group})")
-        lines.append(f"{len(configs)} runs: {len(kept)} kept from {out}, {len(pending)} computed, "
-                     f"{len(failed)} failed" + (f"; {len(outside)} other rows kept" if outside else "")
+        lines.append(f"{len(configs)} runs: {result.kept} kept from {out}, {len(configs) - result.kept} computed, "
+                     f"{len(failed)} failed"
+                     + (f" ({len(not_converged)} did not converge)" if not_converged else "")
+                     + (f"; {len(trivial)} at the trivial critical point J = 0" if trivial else "")
+                     + (f"; {len(result.other_rows)} other rows kept" if result.other_rows else "")
                      + f"; wrote {out}")
         for r in failed:
             lines.append(f"  failed: {_describe(r)}: {r['error']}")
+        for r in trivial:
+            lines.append(f"  trivial: {_describe(r)}: J = 0 is a critical point; the theorems hold vacuously there")
         _print("\n".join(lines))
     return _EXIT_NEGATIVE if failed else _EXIT_OK
 
@@ -1131,11 +1007,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from . import datasets
 
-    for name in ("epochs", "depth", "inputs", "width", "channels", "batch_size"):
+    for name in ("depth", "inputs", "width", "channels"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("epochs", "steps", "batch_size", "eval_every", "k"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup is not None and args.warmup < 0:
+        raise CLIError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.epochs is not None and args.steps is not None:
+        raise CLIError(f"give --epochs or --steps, not both (got --epochs {args.epochs} and --steps {args.steps})")
     nets, training, ra_torch = _torch_modules()
+    # Export options are checked before training, so a typo does not cost a training run.
+    if args.method not in ra_torch.METHODS:
+        raise CLIError(f"--method must be one of {', '.join(ra_torch.METHODS)}, got {args.method!r}")
+    if args.export_dtype not in ("float32", "float64"):
+        raise CLIError(f"--export-dtype must be float32 or float64, got {args.export_dtype!r}")
+    if args.schedule is not None and args.schedule not in training.SCHEDULES:
+        raise CLIError(f"--schedule must be one of {', '.join(training.SCHEDULES)}, got {args.schedule!r}")
+    width = args.width if args.arch == "mlp" else args.channels
+    if args.k is not None and args.arch == "mlp" and args.k > width:
+        raise CLIError(f"--k must be <= the residual width {width}, got {args.k}")
+    options = {"batch_size": args.batch_size, "lr": args.lr, "momentum": args.momentum,
+               "weight_decay": args.weight_decay, "schedule": args.schedule, "warmup": args.warmup,
+               "grad_clip": args.grad_clip, "decoupled_decay": args.decoupled_decay, "decay_on": args.decay_on}
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.protocol == "default":
+        options.setdefault("lr", 0.05)  # the command's default since its first release
+        if args.steps is None and args.epochs is None:
+            args.epochs = 10
+    created = not args.out.exists()
     out = _out_dir(args.out)
+    try:
+        return _train_and_export(args, out, options, nets, training, ra_torch, datasets, np)
+    finally:
+        # A failed run leaves no empty --out folder behind (a checkpoint, if any, is kept for --resume).
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _train_and_export(args, out, options, nets, training, ra_torch, datasets, np) -> int:
     loader = {"digits": datasets.digits, "mnist5k": datasets.mnist5k}[args.dataset]
     ds = loader(classes=args.classes, seed=args.seed)
     skip_params = dict(args.skip_param or [])
@@ -1148,17 +1059,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if ds.image_shape is None:
             raise CLIError(f"--arch conv needs an image data set; {args.dataset} has no image shape")
         model = nets.ConvResNet(1, ds.classes, channels=(args.channels,), blocks_per_stage=args.depth, **common)
-    result = training.train(
-        model, ds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        schedule=args.schedule, seed=args.seed, checkpoint=out / "checkpoint.pt", resume=args.resume,
-        progress=args.progress, device=args.device, loss=args.loss,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", training.InitialisationWarning)
+        result = training.train(
+            model, ds, epochs=args.epochs, steps=args.steps, protocol=args.protocol, **options, seed=args.seed,
+            checkpoint=out / "checkpoint.pt", resume=args.resume, progress=args.progress, device=args.device,
+            loss=args.loss, eval_every=args.eval_every,
+        )
+    for w in caught:
+        if issubclass(w.category, training.InitialisationWarning):
+            print(f"ramodel train: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     x = ds.x_test if args.split == "test" else ds.x_train
     y = ds.y_test if args.split == "test" else ds.y_train
     n = min(args.inputs, len(y))
-    x, y = np.array(x[:n]), np.array(y[:n])  # writable copies: torch refuses read-only arrays
+    if args.pick == "random":
+        idx = np.sort(np.random.default_rng(args.seed).permutation(len(y))[:n])
+    else:
+        idx = np.arange(n)
+    x, y = np.array(x)[idx], np.array(y)[idx]  # writable copies: torch refuses read-only arrays
+    missing = sorted(set(range(ds.classes)) - {int(c) for c in y})
+    if missing:
+        print(f"ramodel train: warning: the {n} exported {args.split} inputs hold no example of class(es) "
+              f"{missing}; RA and NC measures then miss those classes (try --pick random)", file=sys.stderr)
     if getattr(model, "expects_images", False):
         x = x.reshape(n, 1, *ds.image_shape)
+    settings = dict(result.settings)
     meta = {
         "dataset": args.dataset,
         "split": args.split,
@@ -1168,12 +1095,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "loss": args.loss,
         "model": model.config,
-        "training": {"epochs": result.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                     "weight_decay": args.weight_decay, "schedule": args.schedule},
+        "training": {"epochs": result.epochs, "steps": result.steps, "protocol": args.protocol,
+                     "batch_size": settings["batch_size"], "lr": settings["lr"],
+                     "weight_decay": settings["weight_decay"], "schedule": settings["schedule"],
+                     "warmup": settings["warmup"], "grad_clip": settings["grad_clip"],
+                     "decoupled_decay": settings["decoupled_decay"], "decay_on": settings["decay_on"],
+                     "init_cosine": result.init_cosine},
     }
     js = ra_torch.export_jacobians(model, x, y, out / "jacobians.npz", k=args.k, classes=ds.classes, meta=meta,
                                    dtype=args.export_dtype, method=args.method, seed=args.seed)
-    payload = {"command": "train", "model": model.config, "dataset": ds.to_dict(), "training": result.to_dict(),
+    payload = {"command": "train", "model": model.config, "dataset": ds.to_dict(),
+               "training": result.to_dict(lr_steps=False), "init_cosine": result.init_cosine,
+               "init_cosine_blocks": list(result.init_cosine_blocks),
                "export": js.to_dict(),
                "files": {"jacobians.npz": str(out / "jacobians.npz"), "train.json": str(out / "train.json"),
                          "checkpoint.pt": str(out / "checkpoint.pt")}}
@@ -1184,8 +1117,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         form = "dense" if js.has_dense else f"top-{js.k} factors"
         _print(
             f"trained {model.config['architecture']} (L={args.depth}, skip {args.skip}) on {args.dataset} "
-            f"(C={ds.classes}) for {result.epochs} epochs ({result.epochs_run} run now, {result.seconds:.1f} s): "
-            f"train accuracy {result.final_train_accuracy:.4f}, test accuracy {result.final_test_accuracy:.4f}\n"
+            f"(C={ds.classes}) for {result.steps} steps, {result.epochs} epochs ({result.steps_run} steps run now, "
+            f"{result.seconds:.1f} s, protocol {args.protocol}): train accuracy {result.final_train_accuracy:.4f}, "
+            f"test accuracy {result.final_test_accuracy:.4f}, init_cosine {result.init_cosine:.3f}\n"
             f"exported the Jacobians of {n} {args.split} inputs ({form}, L={js.depth}, d={js.width}) to "
             f"{out / 'jacobians.npz'}\n"
             f"next: ramodel analyze {out / 'jacobians.npz'}   or   ramodel theory {out / 'jacobians.npz'}"

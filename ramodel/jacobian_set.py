@@ -53,8 +53,6 @@ import math
 import os
 import pathlib
 import re
-import stat
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -63,6 +61,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ._io import atomic_write
 from ._validation import check_int
 from .backend import to_numpy
 
@@ -84,8 +83,22 @@ _ORTHONORMAL_FACTOR = 100.0
 _ORDER_FACTOR = 100.0
 
 
+def _immutable_bytes_view(a: np.ndarray) -> bool:
+    # Arrays read by the loader: read-only views of an immutable bytes object nobody else holds.
+    base = a
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return isinstance(base, bytes)
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
-    # A view, so the caller's array is neither copied nor has its flags changed.
+    # The set owns its data: a private copy (so later changes to the caller's array cannot
+    # bypass validation), exposed as a read-only view (so nobody can change it through the
+    # set either). Arrays the loader made from the file's bytes are already immutable.
+    if not _immutable_bytes_view(a):
+        a = np.array(a, copy=True, order="K")
     v = a.view()
     v.flags.writeable = False
     return v
@@ -172,8 +185,9 @@ class JacobianSet:
     """Residual Jacobians of one trained network on N inputs, as in ``spec/FORMAT.md``.
 
     Construction validates every field (see the module docstring for the rules) and
-    stores read-only views of the arrays on the host (CuPy or DLPack arrays are copied
-    to NumPy). Compare two sets field by field; ``==`` is identity.
+    stores read-only views of its own copy of every array, on the host (CuPy or DLPack
+    arrays are copied to NumPy): changing the caller's arrays afterwards changes
+    nothing in the set, so what was validated is what :meth:`save` writes. Compare two sets field by field; ``==`` is identity.
 
     Attributes
     ----------
@@ -410,8 +424,19 @@ class JacobianSet:
 
         Raises
         ------
+        TypeError
+            If ``path`` is not a str or os.PathLike (e.g. None).
+        ValueError
+            If ``path`` is the empty string.
+        IsADirectoryError
+            If ``path`` is a folder.
         FileNotFoundError
             If the folder of ``path`` does not exist (nothing is written).
+
+        Notes
+        -----
+        The temporary file is ``.<name>.ramodel-tmp.<pid>.<random>`` in the target folder;
+        one left by a killed process is removed by the next save to the same path.
 
         Examples
         --------
@@ -422,33 +447,14 @@ class JacobianSet:
         ...     JacobianSet.load(p).jacobians.shape
         (1, 2, 3, 3)
         """
-        path = pathlib.Path(os.fspath(path))
-        folder = path.parent
-        if not folder.is_dir():
-            raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder {str(folder)!r} does not exist")
         arrays = {
             "format": np.array(FORMAT),
             "meta": np.array(json.dumps(self.meta, allow_nan=False, sort_keys=True)),
             "classes": np.array(self.classes, dtype=np.int64),
             **self._arrays(),
         }
-        mode = _target_mode(path)
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp.npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                # A file object, because np.savez appends ".npz" to string paths.
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp_name, mode)
-            os.replace(tmp_name, path)
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
-        _fsync_folder(folder)
+        # A file object, because np.savez appends ".npz" to string paths.
+        path = atomic_write(path, lambda fh: np.savez(fh, **arrays), action="save to")
         return path
 
     @classmethod
@@ -644,37 +650,3 @@ def _fields_from_file(raw: dict, name: str) -> dict[str, Any]:
         if key in raw:
             fields[key] = raw[key]
     return fields
-
-
-def _target_mode(path: pathlib.Path) -> int:
-    # mkstemp creates 0o600 files; give the result the mode a plain open() would.
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        pass
-    umask = None
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    umask = int(line.split()[1], 8)
-    except OSError:
-        pass
-    if umask is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_folder(folder: pathlib.Path) -> None:
-    # Makes the rename durable on POSIX; not possible (nor needed) on every platform.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -801,7 +801,13 @@ def register(
     if isinstance(attributes, str):
         attributes = (attributes,)
     if not callable(attributes):
-        attributes = tuple(attributes)
+        given = attributes
+        attributes = tuple(attributes) if isinstance(attributes, Iterable) else None
+        if attributes is None or any(not isinstance(a, str) for a in attributes):
+            raise TypeError(
+                f"attributes must be a tuple of attribute names (from {sorted(ATTRIBUTES)}; () for none) "
+                f"or a callable attributes(M, **params), got {given!r}"
+            )
         for a in attributes:
             _attribute_base(a)
     invalid = tuple((dict(p), str(which)) for p, which in invalid)

@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from . import model
-from ._validation import as_generator, check_choice, check_int, check_positive_float
+from ._validation import (
+    as_generator,
+    check_choice,
+    check_int,
+    check_integer_labels,
+    check_optional_mapping,
+    check_positive_float,
+    check_real_array,
+)
 from .backend import asarray, get_namespace, namespace_name, resolve_dtype, to_numpy
 from .datasets import gaussian_mixture
 from .optimize import DivergenceError, minimize
@@ -317,6 +325,14 @@ def simulate(
     >>> s.jacobians.shape, s.representations.shape
     ((4, 6, 6), (5, 12, 6))
     """
+    # Arrays and mappings first, so bad ones fail here by name, not deep inside NumPy.
+    skip_params = check_optional_mapping("skip_params", skip_params)
+    if inputs is not None:
+        inputs = check_real_array("inputs", inputs)
+    if labels is not None:
+        labels = check_integer_labels("labels", labels)
+    if not isinstance(skip, str):
+        skip = check_real_array("skip", skip)
     depth = check_int("depth", depth, minimum=1)
     classes = check_int("classes", classes, minimum=2)
     samples_per_class = check_int("samples_per_class", samples_per_class, minimum=1)
