@@ -203,8 +203,12 @@ class Spread:
         if x.size == 0 or np.isnan(x).any():
             raise ValueError("samples must be a non-empty array without NaN")
         finite = bool(np.all(np.isfinite(x)))
-        mean = float(np.mean(x))
-        std = float(np.std(x)) if finite else math.inf
+        top = float(np.max(np.abs(x))) if finite else math.inf
+        if 1e150 < top < math.inf:  # scaled, so samples of size 1e200 do not overflow
+            mean, std = float(np.mean(x / top)) * top, float(np.std(x / top)) * top
+        else:
+            mean = float(np.mean(x))
+            std = float(np.std(x)) if finite else math.inf
         q25, median, q75 = _quantiles(x, (0.25, 0.5, 0.75))
         return cls(int(x.size), mean, std, float(x.min()), q25, median, q75, float(x.max()))
 
@@ -657,6 +661,14 @@ class _Stack:
     layout: str  # "dense" | "factors"
     complete: bool  # S holds every singular value
     frob2: Any = field(default=None)  # (L, N) |J|_F^2 for dense
+    # J, S and frob2 are stored divided by ``scale`` (a power of two, so exactly): Jacobians
+    # of size 1e200 would overflow |J|_F^2 and the CV of sigma_1. Only sigma_1 itself
+    # (sigma1_mean, the per-layer detail) is multiplied back.
+    scale: float = 1.0
+    # Host bool (L, N) of matrices a caller leaves out (analyze: inactive branches, top-k
+    # subspaces undefined at rounding level); None keeps every non-zero matrix.
+    mask: Any = None
+    upcast_from: str | None = None  # "float16" when the arrays were computed in float32
 
     @property
     def L(self) -> int:
@@ -706,18 +718,45 @@ def _is_factors(J) -> bool:
     return isinstance(J, tuple)
 
 
+def _is_half(x) -> bool:
+    return str(x.dtype).split(".")[-1] == "float16"
+
+
+def _upcast(x):
+    """float16 -> float32 (LAPACK has no half precision); other dtypes unchanged."""
+    return _astype(x, get_namespace(x).float32, get_namespace(x)) if _is_half(x) else x
+
+
+def _power_of_two_scale(x) -> float:
+    """``2**e`` with ``max|x| / 2**e`` in [0.5, 1), or 1.0 when ``x`` is zero or already moderate.
+
+    Only magnitudes whose squares could overflow or underflow (outside
+    ``[tiny**0.25, max**0.25]`` of the dtype: 1e-77..1e77 in float64, 1e-9.5..1e9.5 in
+    float32) are rescaled, so ordinary inputs are computed bit for bit as given.
+    """
+    xp = get_namespace(x)
+    m = float(xp.max(xp.abs(x)))
+    fi = np.finfo(np.dtype(str(x.dtype).split(".")[-1]))
+    if m == 0.0 or (float(fi.tiny) ** 0.25 <= m <= float(fi.max) ** 0.25):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(m)[1])
+
+
 def _stack(J, *, k: int | None, full: bool, name: str = "J") -> _Stack:
     """Normalise dense Jacobians or factors to a :class:`_Stack`.
 
     Dense: ``top_singular`` is called once on the stack, with ``d`` triplets when
-    ``full`` (RA3 needs the whole spectrum) and ``k`` otherwise.
+    ``full`` (RA3 needs the whole spectrum) and ``k`` otherwise. float16 inputs are
+    computed in float32 (``upcast_from`` records it); huge or tiny magnitudes are
+    divided by a power of two first (``scale``).
     """
     if isinstance(J, _Stack):
         return J
     if _is_factors(J):
         if len(J) != 3:
             raise TypeError(f"{name} as factors must be a tuple (U, S, V), got a tuple of length {len(J)}")
-        U, S, V = _check_factors(*J)
+        half = any(_is_half(a) for a in J if hasattr(a, "dtype"))
+        U, S, V = _check_factors(*(_upcast(_as_array(n, a)) for n, a in zip("USV", J)))
         xp = get_namespace(U, S, V)
         shared = U.ndim == 3
         if shared:
@@ -725,11 +764,20 @@ def _stack(J, *, k: int | None, full: bool, name: str = "J") -> _Stack:
         if k is not None:
             check_int("k", k, minimum=1, maximum=int(U.shape[-1]))
         complete = int(U.shape[-1]) == int(U.shape[-2])
-        return _Stack(xp, U, S, V, None, shared, "factors", complete)
+        scale = _power_of_two_scale(S)
+        if scale != 1.0:
+            S = S * (1.0 / scale)
+        return _Stack(xp, U, S, V, None, shared, "factors", complete, scale=scale,
+                      upcast_from="float16" if half else None)
+    half = hasattr(J, "dtype") and _is_half(J)
     J = _float_array(name, J, (3, 4), "(L, N, d, d) or (L, d, d)")
+    J = _upcast(J)
     if J.shape[-1] != J.shape[-2]:
         raise ValueError(f"{name} must hold square d x d Jacobians, got shape {tuple(J.shape)}")
     xp = get_namespace(J)
+    scale = _power_of_two_scale(J)
+    if scale != 1.0:
+        J = J * (1.0 / scale)  # a new array: the caller's is never modified
     shared = J.ndim == 3
     if shared:
         J = xp.expand_dims(J, axis=1)
@@ -742,7 +790,8 @@ def _stack(J, *, k: int | None, full: bool, name: str = "J") -> _Stack:
         kk = check_int("k", k, minimum=1, maximum=d)
     U, S, V = top_singular(J, kk)
     frob2 = xp.sum(J * J, axis=(-2, -1))
-    return _Stack(xp, U, S, V, J, shared, "dense", kk == d, frob2)
+    return _Stack(xp, U, S, V, J, shared, "dense", kk == d, frob2, scale=scale,
+                  upcast_from="float16" if half else None)
 
 
 def _resolve_k(stack: _Stack, k: int | None) -> int:
@@ -752,8 +801,10 @@ def _resolve_k(stack: _Stack, k: int | None) -> int:
 
 
 def _valid(stack: _Stack) -> np.ndarray:
-    """Host bool (L, N): the Jacobian is non-zero, so its singular vectors mean something."""
-    return _host(stack.S[..., 0]) > 0
+    """Host bool (L, N): the Jacobian is non-zero, so its singular vectors mean something
+    (and the caller's ``mask``, when set, keeps it)."""
+    ok = _host(stack.S[..., 0]) > 0
+    return ok if stack.mask is None else ok & np.asarray(stack.mask, dtype=bool)
 
 
 def _with_nan(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -1281,7 +1332,7 @@ def rank_metrics(J, classes: int, *, tau: float = DEFAULT_TAU) -> dict[str, Metr
 
 # ----------------------------------------------------------------------- RA4
 def _sigma1_cv_metric(st: _Stack) -> Metric:
-    s1 = _host(st.S[..., 0])  # (L, N)
+    s1 = _host(st.S[..., 0])  # (L, N), divided by st.scale: the CV is scale-free
     mean = s1.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         cv = np.where(mean > 0, s1.std(axis=0) / np.where(mean > 0, mean, 1.0), np.nan)
@@ -1289,13 +1340,14 @@ def _sigma1_cv_metric(st: _Stack) -> Metric:
     if st.shared:
         if np.isnan(cv[0]):
             raise MetricUndefinedError(f"sigma1_cv is undefined{why}")
-        return Metric("sigma1_cv", float(cv[0]), "value", detail=_frozen(s1[:, 0]), detail_axes=("layer",))
-    return _metric("sigma1_cv", cv, statistic="median", samples_over="inputs", detail=s1.mean(axis=1),
+        return Metric("sigma1_cv", float(cv[0]), "value", detail=_frozen(s1[:, 0] * st.scale),
+                      detail_axes=("layer",))
+    return _metric("sigma1_cv", cv, statistic="median", samples_over="inputs", detail=s1.mean(axis=1) * st.scale,
                    detail_axes=("layer",), why=why)
 
 
 def _sigma1_mean_metric(st: _Stack) -> Metric:
-    return _per_matrix_metric("sigma1_mean", _host(st.S[..., 0]), st.shared, statistic="mean")
+    return _per_matrix_metric("sigma1_mean", _host(st.S[..., 0]) * st.scale, st.shared, statistic="mean")
 
 
 def sigma1_cv(J) -> Metric:
