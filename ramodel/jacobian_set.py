@@ -65,7 +65,7 @@ from ._io import atomic_write
 from ._validation import check_int
 from .backend import to_numpy
 
-__all__ = ["FORMAT", "FORMAT_VERSIONS", "JacobianSet"]
+__all__ = ["FORMAT", "FORMAT_VERSIONS", "JacobianSet", "MAX_LOAD_BYTES"]
 
 FORMAT = "ramodel.jacobians/1"
 #: Format strings this reader understands.
@@ -78,6 +78,15 @@ _OPTIONAL = ("representations", "skips", "classifier")
 _FLOAT_KEYS = ("jacobians",) + _FACTORS + _OPTIONAL
 _KNOWN = _REQUIRED + ("jacobians",) + _FACTORS + _OPTIONAL
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Default cap of :meth:`JacobianSet.load` on the bytes of array data a file may inflate to
+#: (the sum of its known members' declared sizes), checked before anything is inflated.
+#: 8 GiB holds, e.g., float32 Jacobians of 64 blocks x 2,000 inputs x width 128.
+MAX_LOAD_BYTES = 8 * 2**30
+# Deflate's ratio is at most about 1032:1; a member declaring more is corrupt or a bomb.
+_MAX_INFLATE_RATIO = 1100
+# Ranks of each member (FORMAT.md); checked from the headers before any data is read.
+_RANKS = {"jacobians": (4,), "U": (4,),
+          "S": (3,), "V": (4,), "representations": (3,), "skips": (2, 3), "classifier": (2,)}
 # Tolerance factors of the factor checks (see the module docstring).
 _ORTHONORMAL_FACTOR = 100.0
 _ORDER_FACTOR = 100.0
@@ -458,7 +467,7 @@ class JacobianSet:
         return path
 
     @classmethod
-    def load(cls, source: str | os.PathLike | BinaryIO) -> JacobianSet:
+    def load(cls, source: str | os.PathLike | BinaryIO, *, max_bytes: int | None = None) -> JacobianSet:
         """Read and validate a Jacobian file.
 
         Parameters
@@ -466,6 +475,10 @@ class JacobianSet:
         source : str, os.PathLike or binary file object
             A ``.npz`` file written by :meth:`save` or any exporter following
             ``spec/FORMAT.md``.
+        max_bytes : int, optional
+            Cap on the array data the file may inflate to (the sum over its members),
+            checked against the sizes the archive declares before anything is inflated.
+            Default :data:`MAX_LOAD_BYTES` (8 GiB). Raise it for larger files.
 
         Returns
         -------
@@ -497,23 +510,27 @@ class JacobianSet:
         ...     print(str(err)[:60])
         <BytesIO>: not a readable ramodel Jacobian file (.npz): corr
         """
+        if max_bytes is None:
+            max_bytes = MAX_LOAD_BYTES
+        max_bytes = check_int("max_bytes", max_bytes, minimum=0)
         if isinstance(source, (str, os.PathLike)):
             name = os.fspath(source)
             with open(name, "rb") as fh:
-                return cls._load_from(fh, name)
+                return cls._load_from(fh, name, max_bytes)
         if not callable(getattr(source, "read", None)):
             raise TypeError(f"source must be a path or a binary file object, got {type(source).__name__}")
-        return cls._load_from(source, getattr(source, "name", None) or f"<{type(source).__name__}>")
+        return cls._load_from(source, getattr(source, "name", None) or f"<{type(source).__name__}>", max_bytes)
 
     @classmethod
-    def _load_from(cls, fh: BinaryIO, name: str) -> JacobianSet:
+    def _load_from(cls, fh: BinaryIO, name: str, max_bytes: int) -> JacobianSet:
         where = f"{name}:"
         try:
-            raw = _read_npz(fh)
+            raw, unknown = _read_npz(fh, max_bytes)
         except _NpzError as exc:
             raise ValueError(f"{where} {exc}") from exc
         except MemoryError:
-            raise
+            raise ValueError(f"{where} not enough memory to inflate its arrays; free memory or load it on a "
+                             "larger machine") from None
         except Exception as exc:
             # zipfile and the npy reader raise a dozen types on corrupt input
             # (BadZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error, ...);
@@ -523,7 +540,7 @@ class JacobianSet:
                 f"a zip archive ({type(exc).__name__}: {exc})"
             ) from exc
         try:
-            fields = _fields_from_file(raw, name)
+            fields = _fields_from_file(raw, name, unknown)
             return cls(**fields)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{where} {exc}") from exc
@@ -533,28 +550,44 @@ class _NpzError(Exception):
     """A readable archive whose members break the npy rules (message is final)."""
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+def _read_header(fp, key: str) -> tuple[tuple, bool, np.dtype]:
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise _NpzError(f"member {key!r} uses .npy format version {version}; expected 1.0 or 2.0")
+    if dtype.hasobject:
+        raise _NpzError(
+            f"member {key!r} holds Python objects (a pickled object array, dtype {dtype}); "
+            "Jacobian files hold only numeric and string arrays and are never unpickled"
+        )
+    return shape, fortran, dtype
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, bool, np.dtype, int]:
+    """The npy header of a member, checked against the size the archive declares (nothing else is inflated)."""
     key = info.filename[:-4]
     with zf.open(info) as fp:
-        version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-        else:
-            raise _NpzError(f"member {key!r} uses .npy format version {version}; expected 1.0 or 2.0")
-        if dtype.hasobject:
-            raise _NpzError(
-                f"member {key!r} holds Python objects (a pickled object array, dtype {dtype}); "
-                "Jacobian files hold only numeric and string arrays and are never unpickled"
-            )
-        nbytes = math.prod(shape) * dtype.itemsize
-        stored = info.file_size - fp.tell()
-        if nbytes != stored:
-            raise _NpzError(
-                f"member {key!r} declares shape {shape} of {dtype} ({nbytes} bytes) but stores "
-                f"{stored} bytes (corrupt header or data)"
-            )
+        shape, fortran, dtype = _read_header(fp, key)
+        offset = fp.tell()
+    nbytes = math.prod(shape) * dtype.itemsize
+    stored = info.file_size - offset
+    if nbytes != stored:
+        raise _NpzError(
+            f"member {key!r} declares shape {shape} of {dtype} ({nbytes} bytes) but stores "
+            f"{stored} bytes (corrupt header or data)"
+        )
+    return shape, fortran, dtype, offset
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, header) -> np.ndarray:
+    key = info.filename[:-4]
+    shape, fortran, dtype, offset = header
+    nbytes = info.file_size - offset
+    with zf.open(info) as fp:
+        fp.read(offset)
         data = fp.read(nbytes)
         # Reading to the end makes zipfile check the member's CRC-32.
         if len(data) != nbytes or fp.read(1):
@@ -563,7 +596,47 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     a = a.reshape(shape, order="F" if fortran else "C")
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
+        a.flags.writeable = False
     return a
+
+
+def _check_declared_sizes(infos: list[zipfile.ZipInfo], max_bytes: int) -> None:
+    """Refuse sizes the data cannot back, and totals above the cap, before inflating anything."""
+    total = 0
+    for info in infos:
+        key = info.filename[:-4]
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.compress_size != info.file_size:
+                raise _NpzError(f"member {key!r} is stored uncompressed but declares {info.file_size} bytes for "
+                                f"{info.compress_size} stored (corrupt archive)")
+        elif info.file_size > _MAX_INFLATE_RATIO * info.compress_size + 4096:
+            raise _NpzError(
+                f"member {key!r} declares {info.file_size} bytes from {info.compress_size} compressed bytes, "
+                f"more than {_MAX_INFLATE_RATIO}:1, beyond what deflate can produce (corrupt archive or a zip bomb)"
+            )
+        total += info.file_size
+    if total > max_bytes:
+        raise _NpzError(
+            f"its arrays declare {total} bytes ({total / 2**30:.3g} GiB), above the cap max_bytes={max_bytes} "
+            f"({max_bytes / 2**30:.3g} GiB); nothing was inflated. Pass JacobianSet.load(..., max_bytes=N) "
+            "to load a larger file"
+        )
+
+
+def _check_header_shapes(headers: dict[str, tuple]) -> None:
+    """The FORMAT.md ranks, float dtypes and the common N of the members, from their headers alone."""
+    for key, (shape, _, dtype, _) in headers.items():
+        if key in _FLOAT_KEYS and dtype.newbyteorder("=") not in _FLOAT_DTYPES:
+            raise _NpzError(f"{key!r} must be float32 or float64, got dtype {dtype}")
+        want = _RANKS.get(key)
+        if want is not None and len(shape) not in want:
+            raise _NpzError(f"{key!r} must have {' or '.join(map(str, want))} dimensions, got shape {shape}")
+    if "labels" in headers and len(headers["labels"][0]) == 1:
+        (n,) = headers["labels"][0]
+        for key in ("jacobians", "U", "S", "V", "representations"):
+            if key in headers and n is not None and headers[key][0][1] != n:
+                raise _NpzError(f"{key!r} must have shape with axis 1 = N = {n} (the length of 'labels'), "
+                                f"got {headers[key][0]}")
 
 
 def _check_entry_count(fh: BinaryIO, zf: zipfile.ZipFile) -> None:
@@ -585,18 +658,31 @@ def _check_entry_count(fh: BinaryIO, zf: zipfile.ZipFile) -> None:
         )
 
 
-def _read_npz(fh: BinaryIO) -> dict[str, np.ndarray]:
+def _read_npz(fh: BinaryIO, max_bytes: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The known members as arrays, and the names of the members skipped (never inflated)."""
     with zipfile.ZipFile(fh) as zf:
         _check_entry_count(fh, zf)
-        out = {}
+        known: dict[str, zipfile.ZipInfo] = {}
+        unknown: list[str] = []
+        names = set()
         for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                raise _NpzError(f"member {info.filename!r} is not a .npy array; an .npz file holds only .npy members")
-            key = info.filename[:-4]
-            if key in out:
-                raise _NpzError(f"member {key!r} appears twice in the archive")
-            out[key] = _read_member(zf, info)
-        return out
+            if info.filename in names:
+                raise _NpzError(f"member {info.filename[:-4] if info.filename.endswith('.npy') else info.filename!r}"
+                                " appears twice in the archive")
+            names.add(info.filename)
+            key = info.filename[:-4] if info.filename.endswith(".npy") else None
+            if key in _KNOWN:
+                known[key] = info
+            else:
+                # Skipped without inflating; opening it checks its local header against the
+                # directory (a corrupt name there must not turn a known member into an unknown one).
+                with zf.open(info):
+                    pass
+                unknown.append(key if key is not None else info.filename)
+        _check_declared_sizes(list(known.values()), max_bytes)
+        headers = {key: _member_header(zf, info) for key, info in known.items()}
+        _check_header_shapes(headers)
+        return {key: _read_member(zf, info, headers[key]) for key, info in known.items()}, unknown
 
 
 def _string_scalar(raw: dict, key: str) -> str:
@@ -606,7 +692,7 @@ def _string_scalar(raw: dict, key: str) -> str:
     return str(a[()])
 
 
-def _fields_from_file(raw: dict, name: str) -> dict[str, Any]:
+def _fields_from_file(raw: dict, name: str, unknown: list[str] = ()) -> dict[str, Any]:
     if "format" not in raw:
         raise ValueError(f"missing required key 'format' (expected {FORMAT!r}); keys present: {sorted(raw)}")
     fmt = _string_scalar(raw, "format")
@@ -620,7 +706,7 @@ def _fields_from_file(raw: dict, name: str) -> dict[str, Any]:
     for key in _REQUIRED:
         if key not in raw:
             raise ValueError(f"missing required key {key!r}")
-    unknown = sorted(k for k in raw if k not in _KNOWN)
+    unknown = sorted(unknown)
     if unknown:
         warnings.warn(
             f"{name}: ignoring unknown keys {unknown}; the format defines {list(_KNOWN)}",
