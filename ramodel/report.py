@@ -519,7 +519,7 @@ def _pair_sd(k: int, d: int) -> float:
 
 
 def _describe(checks: list[Check], ok: bool) -> str:
-    shown = [c for c in checks if c.passed is (True if ok else False)]
+    shown = [c for c in checks if c.passed is bool(ok)]
     return " and ".join(f"{c.metric} {_fmt(c.value)} {c.op} {_fmt(c.threshold)}"
                         if ok else f"{c.metric} {_fmt(c.value)} not {c.op} {_fmt(c.threshold)}" for c in shown)
 

@@ -33,7 +33,7 @@ import os
 import pathlib
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -63,6 +63,8 @@ __all__ = [
     "TheoryReport",
     "TheoryMeasure",
     "DEFAULT_TAU",
+    "MAX_CHANCE_DRAWS",
+    "THEOREMS",
 ]
 
 
@@ -442,6 +444,11 @@ class _Dense:
 
     def __init__(self, J, shared, xp):
         self.J, self.shared, self.xp = J, shared, xp
+        # Measures that do not change when J is scaled (asymmetry, spread, PSD defect,
+        # spectrum ratios, T5, T6) use Js = J / 2**e, so Jacobians of size 1e300 give
+        # them without overflow; the others mix J with the skips and use J itself.
+        self.scale = _power_of_two_scale(J, xp)
+        self.Js = J if self.scale == 1.0 else J * (1.0 / self.scale)
 
     @property
     def L(self):
@@ -452,22 +459,24 @@ class _Dense:
         return _Dense(Q1[:, None, ...] @ self.J @ _mT(Q2, xp)[:, None, ...], self.shared, xp)
 
     def top(self, k):
-        return top_singular(self.J, k)
+        U, S, V = top_singular(self.Js, k)
+        return U, S * self.scale, V
 
     def spectrum(self):
-        return _svdvals(self.J, self.xp)
+        """Singular values divided by ``self.scale`` (only ratios of them are used)."""
+        return _svdvals(self.Js, self.xp)
 
     def asymmetry(self):
-        return asymmetry(self.J)
+        return asymmetry(self.Js)
 
     def chain(self, M):
         return chain_residuals(self.J, M)
 
     def depth_spread(self):
-        return depth_spread(self.J)[None, ...]
+        return depth_spread(self.Js)[None, ...]
 
     def psd_defect(self):
-        return psd_defect(self.J)
+        return psd_defect(self.Js)
 
     def closed_form_error(self, W, wd):
         return closed_form_error(self.J[-1, ...], W, wd)[None, ...]
@@ -479,10 +488,10 @@ class _Dense:
         return gain_share_error(self.J, classes, M)
 
     def linearity(self, R, M):
-        return linearity(R, self.J[:, 0, ...] if self.shared else self.J, M)
+        return linearity(R, self.Js[:, 0, ...] if self.shared else self.Js, M)
 
     def skip_asymmetry(self, M):
-        J_L = self.J[-1, ...]
+        J_L = self.Js[-1, ...]
         return asymmetry(J_L if M is None else J_L @ _mT(M[-1, ...], self.xp))[None, ...]
 
 
@@ -813,7 +822,14 @@ class TheoryReport:
     fitted : TheoryReport or None
         The fitted model's own measures (no chance draws).
     info : Mapping[str, Any]
-        Sizes, layout, skips, loss, weight decays, the baseline's draws and seed.
+        Sizes, layout, skips, loss, weight decays, the baseline's draws and seed,
+        ``dtype`` (of the input) and ``computed_in``, ``tol`` (of the verdicts).
+    verdicts : Mapping[str, bool or None]
+        ``"T1"`` .. ``"T6"``: True when every measure of the theorem lies within ``tol``
+        of its prediction, False when one does not, None (undetermined) when the
+        theorem says nothing here or the test cannot tell (see :func:`check`, Notes).
+    reasons : Mapping[str, str]
+        One line per verdict saying why.
     """
 
     measures: Mapping[str, TheoryMeasure]
@@ -821,12 +837,16 @@ class TheoryReport:
     fit: Mapping[str, TheoryMeasure]
     fitted: TheoryReport | None
     info: Mapping[str, Any]
+    verdicts: Mapping[str, bool | None] = field(default_factory=lambda: MappingProxyType({}))
+    reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     # ------------------------------------------------------------------ export
     def to_dict(self) -> dict:
         """JSON-ready dict: plain floats, ints, strings, lists, None (NaN), ``"inf"``."""
         return {
             "info": json.loads(json.dumps(dict(self.info), default=str)),
+            "verdicts": dict(self.verdicts),
+            "reasons": dict(self.reasons),
             "measures": {k: m.to_dict() for k, m in self.measures.items()},
             "unavailable": dict(self.unavailable),
             "fit": {k: m.to_dict() for k, m in self.fit.items()},
@@ -847,10 +867,23 @@ class TheoryReport:
         IsADirectoryError
             If ``path`` is a folder.
         """
+        from .report import _save_path
+
+        target = _save_path(path)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)  # before touching the disk
-        return atomic_write_text(path, text, action="save the report to")
+        atomic_write_text(target, text, action="save the report to")
+        return pathlib.Path(path)
 
     # ----------------------------------------------------------------- display
+    def _verdict_lines(self) -> list[str]:
+        if not self.verdicts:
+            return []
+        word = {True: "holds", False: "fails", None: "undetermined"}
+        lines = [f"verdicts (tol {_fmt(self.info.get('tol'))}): "
+                 + ", ".join(f"{t} {word[v]}" for t, v in self.verdicts.items())]
+        lines += [f"  {t} {word[v]}: {self.reasons.get(t, '')}" for t, v in self.verdicts.items()]
+        return lines
+
     def _header(self) -> str:
         i = self.info
         dep = "per-input" if i["input_dependent"] else "input-independent"
@@ -932,6 +965,7 @@ class TheoryReport:
                 by_note.setdefault(m.note, []).append(name)
         for note, names in by_note.items():
             lines.append(f"  note: {', '.join(names)}: {note}")
+        lines += self._verdict_lines()
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -951,6 +985,10 @@ class TheoryReport:
             return "".join(out)
 
         parts = [f"<div><p><b>{esc(self._header())}</b></p>", table(self._table())]
+        if self.verdicts:
+            word = {True: "holds", False: "fails", None: "undetermined"}
+            parts.append(table([("theorem", "verdict", "reason")]
+                               + [(t, word[v], self.reasons.get(t, "")) for t, v in self.verdicts.items()]))
         if self._layer_table():
             parts += ["<p>per layer (median over inputs)</p>", table(self._layer_table())]
         if self.fit:
@@ -981,6 +1019,9 @@ class _Source:
     branch_factors: int | None
     kind: str
     grad_norm: float | None
+    upcast_from: str | None = None  # "float16": computed in float32
+    trivial: bool = False  # a Simulation at the critical point J = 0
+    converged: bool | None = None  # a Simulation's solver reached its tol
 
 
 def _field(obj, name):
@@ -1005,7 +1046,13 @@ def _as_float(key, a, ndims, doc):
         raise ValueError(f"{key!r} must have shape {doc}, got {tuple(a.shape)}")
     if not bool(xp.all(xp.isfinite(a))):
         raise ValueError(f"{key!r} must be finite, but it contains NaN or Inf")
+    if str(a.dtype).split(".")[-1] == "float16":  # LAPACK has no half precision: computed in float32
+        a = xp.astype(a, xp.float32)
     return a
+
+
+def _half(a) -> bool:
+    return a is not None and hasattr(a, "dtype") and str(a.dtype).split(".")[-1] == "float16"
 
 
 def _expect(key, a, shape, doc):
@@ -1043,8 +1090,12 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
 
     if obj is None:
         raise TypeError("obj must be a Simulation, a JacobianSet or a mapping of FORMAT.md arrays, got None")
+    if (not isinstance(obj, Mapping) and hasattr(obj, "shape") and hasattr(obj, "dtype")
+            and not hasattr(obj, "jacobians")):
+        obj = {"jacobians": obj}  # a bare (L, d, d) or (L, N, d, d) array of Jacobians
     is_sim = isinstance(obj, Simulation)
     kind = "simulation" if is_sim else ("arrays" if isinstance(obj, Mapping) else type(obj).__name__)
+    half = any(_half(_field(obj, key)) for key in ("jacobians", "U", "S", "V"))
 
     C_obj = _field(obj, "classes")
     if C_obj is not None and hasattr(C_obj, "shape") and not isinstance(C_obj, (int, np.integer)):
@@ -1171,6 +1222,9 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
         branch_factors=branch_factors,
         kind=kind,
         grad_norm=float(obj.grad_norm) if is_sim else None,
+        upcast_from="float16" if half else None,
+        trivial=bool(obj.is_trivial) if is_sim else False,
+        converged=bool(obj.converged) if is_sim else None,
     )
 
 
@@ -1317,18 +1371,42 @@ def _rank(jac, tau, src):
 def _energy(jac, C, src):
     xp = src.xp
     s = jac.spectrum()
+    s = _nan_divide(s, s[..., :1], xp)  # scale-free: sigma_i / sigma_1 (0/0 for a zero matrix)
     s2 = s * s
     return _nan_divide(xp.sum(s2[..., :C], axis=-1), xp.sum(s2, axis=-1), xp)
 
 
-def _evaluate(specs, jac, xp):
+def _power_of_two_scale(x, xp) -> float:
+    """``2**e`` near ``max|x|`` when squares of ``x`` would overflow or underflow, else 1."""
+    m = float(xp.max(xp.abs(x)))
+    fi = np.finfo(np.dtype(str(x.dtype).split(".")[-1]))
+    if m == 0.0 or (float(fi.tiny) ** 0.25 <= m <= float(fi.max) ** 0.25):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(m)[1])
+
+
+def _evaluate(specs, jac, xp, failed=None):
+    """Every measure's samples; a measure that overflows (or whose LAPACK call fails on
+    the overflowed numbers) is recorded in ``failed`` with the reason instead of raising."""
     out = {}
+    failed = {} if failed is None else failed
     # 0/0 (a zero Jacobian or vector) is an undefined sample: NaN, excluded and counted later.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for name, spec in specs.items():
-            v = np.asarray(to_numpy(spec.compute(jac)), dtype=np.float64)
-            out[name] = v.reshape(len(spec.rows), -1)
+    for name, spec in specs.items():
+        if name in failed:
+            continue
+        try:
+            with np.errstate(invalid="ignore", divide="ignore", over="raise"):
+                v = np.asarray(to_numpy(spec.compute(jac)), dtype=np.float64)
+        except (FloatingPointError, np.linalg.LinAlgError) as exc:
+            failed[name] = (f"overflows {_dtype_name(jac)} ({type(exc).__name__}: {exc}): the measure multiplies "
+                            "Jacobians with the skips, which is not scale-free; rescale the Jacobians")
+            continue
+        out[name] = v.reshape(len(spec.rows), -1)
     return out
+
+
+def _dtype_name(jac) -> str:
+    return str((jac.J if jac.layout == "dense" else jac.U).dtype).split(".")[-1]
 
 
 def _nanmedian(x, axis=None):
@@ -1427,6 +1505,7 @@ def check(
     weight_decay=None,
     tau: float = DEFAULT_TAU,
     allow_truncated: bool = False,
+    tol: float | None = None,
 ) -> TheoryReport:
     """Measure every theorem of MODEL.md §3 on a model, next to its chance level.
 
@@ -1452,7 +1531,9 @@ def check(
         same depth and width. Adds ``fit`` (subspace alignments and singular-value ratios
         per layer) and ``fitted`` (its own measures, shown side by side).
     chance_draws : int, default 8
-        Draws of the rotation baseline (METRICS.md: 8); 0 skips it.
+        Draws of the rotation baseline (METRICS.md: 8); 0 skips it. At most
+        :data:`MAX_CHANCE_DRAWS` = 10,000: each draw re-evaluates every measure, and the
+        baseline's mean is then known to far better than any reported digit.
     seed : int, SeedSequence or Generator, default 0
         Seed of the baseline's Haar draws.
     classes : int, optional
@@ -1465,6 +1546,11 @@ def check(
     allow_truncated : bool, default False
         With factors that do not hold the numerical rank, measure their rank-k truncation
         ``U S V^T`` (with a note) instead of reporting the measures unavailable.
+    tol : float, optional
+        Largest deviation from a prediction that still counts as "holds" in
+        :attr:`TheoryReport.verdicts`. Default 1e-6 for float64 (the summary's
+        ``THEOREM_TOL``: a solve to ``|grad Phi| <= 1e-10`` leaves residuals near 1e-9)
+        and 1e-3 for float32 / float16 input (float32 solves stop near 1e-5).
 
     Returns
     -------
@@ -1515,6 +1601,21 @@ def check(
     ``allow_truncated``, measure the truncation). ``gain_share_error`` from factors needs
     identity skips. The fitted comparison needs only the top-k vectors, always exact.
 
+    **Verdicts.** Each theorem's verdict is None (undetermined), with its reason, at a
+    trivial critical point (``Simulation.is_trivial``), for an unconverged simulation
+    (not a critical point; T5 excepted), when the branches are inactive (median
+    ``sigma_1(J_l) / max(1, |M_l|_2)`` below 1e-6, as in :func:`ramodel.analyze`), when
+    none of its measures could be computed, when the theorem predicts nothing for the
+    model (``predicted = None``), for T1 when ``C >= d`` (every matrix has rank <= d), and
+    when a measure's chance level already meets the prediction within ``tol`` (the measure
+    cannot tell). Otherwise it is True when every measure's ``deviation <= tol``.
+
+    **Overflow.** Scale-free measures (rank, energy, asymmetry, depth spread, PSD defect,
+    linearity, skip asymmetry) are computed on the Jacobians divided by a power of two,
+    so entries of 1e300 are fine. Measures that mix the Jacobians with the skips
+    (chain and classifier residuals, closed form, gain share) are not scale-free; when
+    they overflow they are reported unavailable with the reason, never raised.
+
     **Predictions.** ``predicted`` is the value at a critical point of the UJM with
     ``k = 1`` (MODEL.md §3 and proofs/README.md): T1 rank ``<= C`` (``C - 1`` for
     cross-entropy) for any skips and any ``k``; T2 and T6 for any skips; T3 and T4 for
@@ -1532,7 +1633,7 @@ def check(
     >>> rep.measures["asymmetry"].chance > 0.1
     True
     """
-    chance_draws = check_int("chance_draws", chance_draws, minimum=0)
+    chance_draws = check_int("chance_draws", chance_draws, minimum=0, maximum=MAX_CHANCE_DRAWS)
     tau = check_positive_float("tau", tau)
     if not tau < 1:
         raise ValueError(f"tau must be in (0, 1), got {tau}")
@@ -1547,7 +1648,8 @@ def check(
             raise TypeError(f"fitted must be a Simulation (from ramodel.fit.fit_ujm), got {type(fitted).__name__}")
     specs, unavailable = _plan(src, tau=tau, allow_truncated=allow_truncated)
     xp = src.xp
-    values = _evaluate(specs, src.jac, xp)
+    failed: dict[str, str] = {}
+    values = _evaluate(specs, src.jac, xp, failed)
 
     draws = {name: [] for name in specs}
     shared_rotation = src.jac.layout == "dense" or src.d <= _SHARED_ROTATION_MAX_WIDTH
@@ -1558,11 +1660,14 @@ def check(
             rotated = src.jac.rotate(Q[0, ...], Q[1, ...], rng)
         else:
             rotated = src.jac.rotate(None, None, rng)
-        for name, v in _evaluate(specs, rotated, xp).items():
+        for name, v in _evaluate(specs, rotated, xp, failed).items():
             draws[name].append(float(_nanmedian(v)))
 
     measures = {}
     for name, spec in specs.items():
+        if name in failed:
+            unavailable[name] = failed[name]
+            continue
         m = _summarise(name, spec, values[name], draws[name])
         if m is None:
             unavailable[name] = "undefined for every sample (zero Jacobians or zero vectors: 0/0)"
@@ -1593,13 +1698,101 @@ def check(
         "seed": seed if isinstance(seed, (int, np.integer)) else repr(seed),
         "rotation": "per layer, shared by all inputs" if shared_rotation else "per layer and input (Haar frames)",
         "fit_k": fit_k,
-        "dtype": str(_dtype(src)).split(".")[-1],
+        "dtype": src.upcast_from or str(_dtype(src)).split(".")[-1],
+        "computed_in": str(_dtype(src)).split(".")[-1],
         "namespace": namespace_name(xp),
     }
+    computed = info["computed_in"]
+    if tol is None:
+        tol = THEOREM_TOL if computed == "float64" and src.upcast_from is None else 1e-3
+    else:
+        tol = check_positive_float("tol", tol)
+    info["tol"] = tol
+    verdicts, reasons = _theorem_verdicts(src, measures, unavailable, tol)
+    order = [n for n in ("numerical_rank", "energy_top_C", "chain_residual", "classifier_residual", "asymmetry",
+                         "depth_spread", "psd_defect", "closed_form_error", "gain_share_error", "linearity",
+                         "skip_asymmetry") if n in unavailable] + [n for n in unavailable if n not in _THEOREM_OF]
     return TheoryReport(
         measures=MappingProxyType(measures),
-        unavailable=MappingProxyType(unavailable),
+        unavailable=MappingProxyType({n: unavailable[n] for n in order}),
         fit=MappingProxyType(fit),
         fitted=fitted_report,
         info=MappingProxyType(info),
+        verdicts=MappingProxyType(verdicts),
+        reasons=MappingProxyType(reasons),
     )
+
+
+#: Upper bound of ``chance_draws`` (see :func:`check`).
+MAX_CHANCE_DRAWS = 10_000
+#: Default tolerance of the theorem verdicts for float64 input.
+THEOREM_TOL = 1e-6
+#: Branches below this relative gain are inactive (as ``Thresholds.active_floor``).
+ACTIVE_FLOOR = 1e-6
+THEOREMS = ("T1", "T2", "T3", "T4", "T5", "T6")
+_THEOREM_OF = {
+    "numerical_rank": "T1", "energy_top_C": "T1", "chain_residual": "T2", "classifier_residual": "T2",
+    "asymmetry": "T3", "depth_spread": "T3", "psd_defect": "T3", "closed_form_error": "T3",
+    "gain_share_error": "T4", "linearity": "T5", "skip_asymmetry": "T6",
+}
+
+
+def _inactive(src: _Source) -> str | None:
+    """Why the branches are numerically inactive, or None (the rule of ``ramodel.analyze``)."""
+    xp = src.xp
+    if src.jac.layout == "dense":
+        s1 = np.asarray(to_numpy(src.jac.spectrum()[..., 0]), dtype=np.float64) * src.jac.scale
+    else:
+        s1 = np.asarray(to_numpy(src.jac.S[..., 0]), dtype=np.float64)
+    ref = np.ones(src.L)
+    if src.M is not None:
+        M = np.asarray(to_numpy(src.M), dtype=np.float64)
+        ref = np.maximum(1.0, np.linalg.norm(M, ord=2, axis=(-2, -1)))
+    del xp
+    gain = s1 / ref[:, None]
+    if float(np.median(gain)) < ACTIVE_FLOOR:
+        return (f"branches inactive: median sigma_1 = {float(np.median(s1)):.3g} < floor {ACTIVE_FLOOR:g} "
+                "x max(1, |M_l|)")
+    return None
+
+
+def _theorem_verdicts(src: _Source, measures, unavailable, tol: float) -> tuple[dict, dict]:
+    verdicts: dict[str, bool | None] = {}
+    reasons: dict[str, str] = {}
+    inactive = None if src.trivial else _inactive(src)
+    for t in THEOREMS:
+        mine = [m for m in measures.values() if m.theorem == t]
+        missing = {n: why for n, why in unavailable.items() if _THEOREM_OF.get(n) == t}
+        why = None
+        if src.trivial:
+            why = "trivial critical point (J = 0): every theorem holds there vacuously"
+        elif src.converged is False and t != "T5":
+            why = f"not a critical point: the solver stopped at |grad Phi| = {src.grad_norm:.2g} above its tol"
+        elif inactive is not None:
+            why = inactive
+        elif not mine:
+            why = "; ".join(f"{n}: {w}" for n, w in missing.items()) or "not measured"
+        elif any(m.predicted is None for m in mine):
+            m = next(m for m in mine if m.predicted is None)
+            why = f"the theorem predicts nothing for this model (it needs: {m.condition})"
+        elif t == "T1" and min(src.classes, src.d) >= src.d and mine[0].predicted >= src.d:
+            why = f"C = {src.classes} >= d = {src.d}: rank <= C holds for any matrix"
+        else:
+            blind = [m for m in mine if t != "T1" and m.chance is not None
+                     and abs(m.chance - m.predicted) <= tol]
+            if blind:
+                why = (f"{blind[0].name}'s chance level {_fmt(blind[0].chance)} already meets the prediction "
+                       f"{_fmt(blind[0].predicted)}: the measure cannot tell")
+        if why is not None:
+            verdicts[t], reasons[t] = None, why
+            continue
+        devs = {m.name: m.deviation for m in mine}
+        bad = {n: v for n, v in devs.items() if not v <= tol}
+        verdicts[t] = not bad
+        if bad:
+            reasons[t] = "; ".join(f"{n} deviates by {_fmt(v)} > tol" for n, v in bad.items())
+        else:
+            reasons[t] = "every measure within tol: " + ", ".join(f"{n} {_fmt(v)}" for n, v in devs.items())
+        if missing:
+            reasons[t] += " (not measured: " + ", ".join(missing) + ")"
+    return verdicts, reasons
