@@ -20,8 +20,11 @@ Design constraints:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ._validation import check_choice, check_int, check_positive_float
 from .backend import get_namespace
@@ -85,6 +88,23 @@ class Problem:
     @property
     def n_inputs(self) -> int:
         return self.X.shape[1]
+
+
+def _overflow_is_a_result(fn):
+    """Run ``fn`` with NumPy's overflow/invalid/divide warnings off.
+
+    A non-finite Φ, gradient or HVP at a trial point is an answer the solver acts on
+    (it backtracks, or raises :class:`~ramodel.optimize.DivergenceError` naming the step);
+    as a ``RuntimeWarning`` it only reached the user's stderr as noise ("overflow
+    encountered in matmul"). Other namespaces (CuPy) do not warn.
+    """
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return fn(*args, **kwargs)
+
+    return quiet
 
 
 def make_problem(X, Y, skips, *, loss="mse", weight_decay=(1e-2, 1e-2), branch_factors=1) -> Problem:
@@ -256,6 +276,7 @@ def _sq(x, xp) -> float:
     return float(xp.sum(x * x))
 
 
+@_overflow_is_a_result
 def objective(theta, problem: Problem) -> float:
     """The objective Φ at ``theta`` (a Python float).
 
@@ -297,6 +318,7 @@ def _backward(A, H, W, G, xp):
     return xp.stack(Delta)
 
 
+@_overflow_is_a_result
 def value_and_grad(theta, problem: Problem):
     """Φ and its analytic gradient (MODEL.md §2) in one forward and one backward sweep.
 
@@ -328,6 +350,7 @@ def value_and_grad(theta, problem: Problem):
     return value, pack(g_factors, g_W, xp)
 
 
+@_overflow_is_a_result
 def hvp(theta, v, problem: Problem):
     """Exact Hessian-vector product ``∇²Φ(theta) v`` (forward-over-reverse, by hand).
 

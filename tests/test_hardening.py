@@ -237,3 +237,24 @@ def test_serial_executor_never_swallows_keyboard_interrupt():
         SerialExecutor().submit(stop)
     fut = SerialExecutor().submit(lambda: 1 / 0)
     assert isinstance(fut.exception(), ZeroDivisionError)
+
+
+# ------------------------------------------------------- item 7: RuntimeWarnings at the source
+def test_an_overflowing_start_is_a_divergence_error_without_numpy_warnings():
+    import warnings
+
+    from ramodel.optimize import DivergenceError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would surface as the error instead
+        with pytest.raises(DivergenceError, match="step 0"):
+            ramodel.simulate(depth=3, classes=2, width=4, init_scale=1e200, seed=0)
+
+
+def test_cli_stderr_has_the_error_and_no_numpy_warning(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ramodel.cli", "simulate", "--depth", "3", "--classes", "2",
+                           "--width", "4", "--mean-scale", "1e300"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DivergenceError" in lines[0] and "warning" not in proc.stderr, proc.stderr
