@@ -174,7 +174,9 @@ examples:
 files written to --out DIR: report.json (what --json prints), report.txt, report.html (one
 self-contained page), alignment.png, spectra.png, trajectories.png and, with
 --save-jacobians, jacobians.npz (FORMAT.md, the Jacobians broadcast over inputs).
-exit status: 0 converged, 1 not converged, 2 bad input.""",
+A trivial critical point (J = 0, e.g. deep nets with --skip none) is said in the summary,
+its theorem and RA verdicts are undetermined, and it exits 1.
+exit status: 0 converged, 1 not converged or trivial (J = 0), 2 bad input.""",
     "sweep": """\
 examples:
   ramodel sweep --depths 2 4 8 16 --classes 3 --widths 8 --seeds 0 1 2 --branch-factors 2 --out ra4.csv
@@ -203,7 +205,13 @@ examples:
   ramodel analyze net.npz --k 2 --threshold ra2_alignment=0.6 --json
 
 FILE is a Jacobian file (spec/FORMAT.md), e.g. from 'ramodel train', from
-ramodel.torch.export_jacobians, or 'ramodel simulate --save-jacobians'.""",
+ramodel.torch.export_jacobians, or 'ramodel simulate --save-jacobians'.
+
+RA4 is a law across depths: one file's RA4 verdict is undetermined (its CV of sigma_1 is
+shown as the "equal share" diagnostic). Given files that differ in depth, analyze also
+prints the fit of log sigma_bar_1 on log L (ramodel.depth_scaling) with its confidence
+interval, L * sigma_bar_1 per file and the RA4 verdict:
+  ramodel analyze net_L4.npz net_L8.npz net_L16.npz""",
     "theory": """\
 examples:
   ramodel theory net.npz                  # with the UJM fitted to the net's own features
@@ -500,6 +508,7 @@ def _simulation_dict(sim) -> dict:
         "grad_norm": sim.grad_norm,
         "steps": sim.steps,
         "message": sim.message,
+        "trivial": sim.is_trivial,
         "loss": float(sim.loss_history[-1]) if len(sim.loss_history) else None,
         "singular_values": _singular_values(sim, min(sim.width, sim.classes + 2)),
         "theorems": [c.to_dict() for c in theorem_checks(sim)],
@@ -577,7 +586,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         _atomic_write(files["report.json"], _json_text(payload))
         text += f"\nwrote {', '.join(sorted(files))} to {out}\n"
     _print(_json_text(payload) if args.json else text)
-    return _EXIT_OK if sim.converged else _EXIT_NEGATIVE
+    return _EXIT_OK if sim.converged and not sim.is_trivial else _EXIT_NEGATIVE
 
 
 # ============================================================================= sweep
@@ -896,6 +905,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     payload = {"command": "analyze", "files": [
         {"path": str(f), "jacobian_set": js.to_dict(), "report": rep.to_dict()}
         for f, js, rep in zip(args.files, sets, reports)]}
+    scaling = []
+    if len({js.depth for js in sets}) > 1:
+        from .scaling import depth_scaling
+
+        fits = depth_scaling(sets, names=names)
+        scaling = fits if isinstance(fits, list) else [fits]
+        payload["depth_scaling"] = [f.to_dict() for f in scaling]
     if html_path is not None:
         from . import html_report
 
@@ -912,6 +928,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         parts.append(f"== {name}: {js!r}\n{rep}")
     if len(reports) > 1:
         parts.append("== side by side\n" + _table_text(ra_comparison_rows(reports, names), "  "))
+    for fit in scaling:
+        parts.append(f"== RA4 across depths\n{fit}")
     if html_path is not None:
         parts.append(f"wrote {html_path}")
     _print("\n\n".join(parts))

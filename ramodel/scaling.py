@@ -58,7 +58,7 @@ _SIM_KEYS = ("classes", "width", "loss", "branch_factors", "skip", "skip_params"
              "weight_decay", "mean_scale", "noise", "samples_per_class", "data", "dtype")
 # FORMAT.md meta keys that describe a trained model's family (not its depth or provenance).
 _META_KEYS = ("architecture", "skip_family", "dataset", "loss", "activation", "weight_decay",
-              "jacobian", "optimizer")
+              "branch_factors", "jacobian", "optimizer")
 # Sweep columns that are not part of a model's identity.
 _NOT_MODEL = ("depth", "seed")
 
@@ -300,7 +300,7 @@ def _from_sweep(res: Any) -> list[_Model]:
     return out
 
 
-def _models(sources: Any) -> list[_Model]:
+def _models(sources: Any, names: Sequence[str] | None = None) -> list[_Model]:
     from .jacobian_set import JacobianSet
     from .sweeps import SweepResult
 
@@ -316,17 +316,22 @@ def _models(sources: Any) -> list[_Model]:
                 "sources must be a sequence of Simulation, JacobianSet or .npz paths, or a SweepResult; "
                 f"got {type(sources).__name__}"
             ) from None
+    if names is not None:
+        names = [str(n) for n in names]
+        if len(names) != len(sources):
+            raise ValueError(f"names must give one name per source: {len(sources)} sources, {len(names)} names")
     out: list[_Model] = []
     for i, s in enumerate(sources):
+        label = None if names is None else names[i]
         if isinstance(s, SweepResult):
             out.extend(_from_sweep(s))
         elif isinstance(s, (str, os.PathLike)):
             p = pathlib.Path(s)
-            out.append(_from_jacobian_set(JacobianSet.load(p), p.name))
+            out.append(_from_jacobian_set(JacobianSet.load(p), label or p.name))
         elif isinstance(s, JacobianSet):
-            out.append(_from_jacobian_set(s, f"source {i} (L = {s.depth})"))
+            out.append(_from_jacobian_set(s, label or f"source {i} (L = {s.depth})"))
         elif all(hasattr(s, a) for a in ("jacobians", "skips", "converged", "is_trivial", "config")):
-            out.append(_from_simulation(s, f"source {i} (L = {s.depth})"))
+            out.append(_from_simulation(s, label or f"source {i} (L = {s.depth})"))
         else:
             raise TypeError(
                 f"sources[{i}] must be a Simulation, a JacobianSet, a path to a FORMAT.md .npz file or a "
@@ -460,6 +465,7 @@ def depth_scaling(
     confidence: float = 0.95,
     slope_range: tuple[float, float] = (-1.3, -0.7),
     include_unconverged: bool = False,
+    names: Sequence[str] | None = None,
 ) -> DepthScaling | list[DepthScaling]:
     """RA4 across models: fit ``log sigma_bar_1 = a + b log L`` and give the verdict.
 
@@ -484,6 +490,8 @@ def depth_scaling(
         Fit simulations that did not reach their ``tol`` too. By default they are left
         out and listed in :attr:`DepthScaling.excluded`: a run stopped early has not
         reached the critical point the law is about.
+    names : sequence of str, optional
+        One display name per source (default: the file name, or ``source i (L = ...)``).
 
     Returns
     -------
@@ -521,7 +529,7 @@ def depth_scaling(
     confidence = check_positive_float("confidence", confidence)
     if confidence >= 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    models = _models(sources)
+    models = _models(sources, names)
     if by is not None:
         if isinstance(by, str):
             by = (by,)

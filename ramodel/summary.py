@@ -65,7 +65,14 @@ def theorem_checks(sim, *, tol: float = THEOREM_TOL) -> list[TheoremCheck]:
     T1 uses the rigorous bound ``sigma_{C+1}(J_l) <= |grad Phi| / lambda_J`` (for k = 1;
     for k > 1 the outermost factor carries the same bound, checked here as the numerical
     rank at ``tol`` relative). T2 and T3 apply to k = 1; T3 also needs identity skips.
+    At a trivial critical point (``sim.is_trivial``: J = 0) every theorem holds
+    vacuously, so each verdict is None with the reason "trivial critical point".
     """
+    if sim.is_trivial:
+        why = "trivial critical point (J = 0): the theorem holds vacuously and says nothing"
+        names = (("T1", f"rank J_l <= C = {sim.classes}"), ("T2", "chain identity"),
+                 ("T3", "equal symmetric Jacobians"))
+        return [TheoremCheck(n, st, True, None, {"reason": why}, tol) for n, st in names]
     J = to_numpy(sim.jacobians)
     M = to_numpy(sim.skips)
     W = to_numpy(sim.classifier)
@@ -154,9 +161,14 @@ def simulation_summary(sim, *, top: int | None = None) -> str:
         f"numerical rank (sigma_i >= {RANK_TAU:g} sigma_1): {sorted(set(ranks.tolist()))} across layers; "
         f"C = {C}; L * mean sigma_1 = {L * float(np.mean(s[:, 0])):.4f}"
     )
+    if sim.is_trivial:
+        lines += ["", "WARNING: trivial critical point J = 0 (every J_l vanishes): the theorems hold vacuously "
+                      "and the RA verdicts are undetermined."]
     lines += ["", "theorems (MODEL.md §3):"]
     for chk in theorem_checks(sim):
-        if not chk.applies:
+        if chk.holds is None and chk.applies:
+            verdict = f"undetermined ({chk.measured['reason']})"
+        elif not chk.applies:
             verdict = f"n/a ({chk.measured['reason']})"
         else:
             nums = ", ".join(f"{k} = {v:.2e}" for k, v in chk.measured.items())

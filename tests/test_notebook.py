@@ -130,7 +130,8 @@ def test_script_twin_runs_offline(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith("True |grad Phi| = ")
-    assert "{'RA1': False, 'RA2': True, 'RA3': True, 'RA4': True}" in out
+    # Issue 15: one model's RA4 is undetermined (RA4 is the depth fit of section 4).
+    assert "{'RA1': False, 'RA2': True, 'RA3': True, 'RA4': None}" in out
     # T3 closed form and the RA4 slope, as the notebook's text says.
     assert float(re.search(r"max \|J_l - J\*\| = (\S+)", out).group(1)) < 1e-8
     slope = float(re.search(r"slope (\S+),", out).group(1))
