@@ -31,9 +31,11 @@ When a verdict is undetermined
   equal steps, and two steps always lie in a plane.
 - **RA2 near chance**: the required alignment must exceed chance ``k/d`` by at least
   ``Thresholds.ra2_margin`` = 0.1 and by ``Thresholds.ra2_chance_z`` = 3 standard
-  deviations of the mean alignment of random subspaces over the pairs measured (one pair
-  of independent uniform k-subspaces of R^d has standard deviation
-  ``sqrt(2) (d - k) / (d sqrt((d - 1)(d + 2)))``, and the pair terms are uncorrelated).
+  deviations of the mean alignment of random subspaces over the ``L (L - 1) / 2`` layer
+  pairs of one input (one pair of independent uniform k-subspaces of R^d has standard
+  deviation ``sqrt(2) (d - k) / (d sqrt((d - 1)(d + 2)))``, and the pair terms are
+  uncorrelated; inputs are not counted as independent, since one network's Jacobians
+  at different inputs are correlated).
   Otherwise the test cannot tell alignment from chance; ``C >= d`` gives ``k/d = 1``.
 - **RA2's k** is taken from the data: ``k = C`` (``C - 1`` for cross-entropy, where T1
   gives ``rank J_l <= C - 1``), never above the median numerical rank of the active
@@ -769,10 +771,13 @@ def analyze(source: Any, *, classes: int | None = None, labels: Any = None, k: i
         checks.append(Check(prop, name, op, float(thr), rule, float(m.value), bool(passed)))
 
     # ---- RA2 vacuity: the threshold must stand clear of chance
-    kept = keep.sum(axis=0)  # valid layers per input
+    # Pairs of layers per input; inputs are not counted as independent (the Jacobians of
+    # different inputs of one network are correlated, or identical when broadcast), so
+    # the standard deviation is that of a mean over the layer pairs of one input.
+    kept = keep.sum(axis=0)
     pairs = kept * (kept - 1) / 2.0
     used = pairs[pairs > 0]
-    sd_mean = _pair_sd(k, d) * math.sqrt(float(np.sum(1.0 / used))) / used.size if used.size else 0.0
+    sd_mean = _pair_sd(k, d) / math.sqrt(float(np.median(used))) if used.size else 0.0
     margin_needed = max(thresholds.ra2_margin, thresholds.ra2_chance_z * sd_mean)
     vacuous: dict[str, str] = {}
     if L < thresholds.ra1_min_depth:
