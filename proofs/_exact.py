@@ -106,6 +106,13 @@ class ProofResult:
         Every claim that was decided or checked.
     details : tuple of str
         Free-text notes: tolerances, sizes, skipped parts.
+    assumptions : tuple of str
+        Textbook facts the proof rests on without machine-checking them, each with a
+        citation (:meth:`ProofLog.assume`).
+    conjectures : tuple of str
+        Statements that are *not* proven, each with its numerical evidence and the
+        counterexample search that failed (:meth:`ProofLog.conjecture`). They never
+        count towards ``status``; :meth:`line` prints how many there are.
     """
 
     name: str
@@ -115,6 +122,8 @@ class ProofResult:
     max_deviation: float | None
     claims: tuple[Claim, ...]
     details: tuple[str, ...]
+    assumptions: tuple[str, ...] = ()
+    conjectures: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """Plain-Python view (JSON-serialisable)."""
@@ -123,8 +132,12 @@ class ProofResult:
     def line(self) -> str:
         """One-line summary as printed by ``python -m proofs``."""
         dev = "n/a" if self.max_deviation is None else f"{self.max_deviation:.2e}"
+        status = self.status
+        if self.conjectures:
+            n = len(self.conjectures)
+            status = f"{status} + {n} conjecture" + ("s" if n > 1 else "")
         return (
-            f"{self.name:<9} {self.status:<24} {self.seconds:7.2f} s   "
+            f"{self.name:<9} {status:<24} {self.seconds:7.2f} s   "
             f"max deviation {dev:<9} {self.title}"
         )
 
@@ -138,7 +151,17 @@ class ProofLog:
     claims: list[Claim] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
     deviations: list[float] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+    conjectures: list[str] = field(default_factory=list)
     start: float = field(default_factory=time.perf_counter)
+
+    def assume(self, fact: str, citation: str) -> None:
+        """Record a textbook fact used without a machine check, with where it is proven."""
+        self.assumptions.append(f"{fact} [{citation}]")
+
+    def conjecture(self, statement: str, evidence: str) -> None:
+        """Record an unproven statement with its numerical evidence (never part of the status)."""
+        self.conjectures.append(f"CONJECTURE: {statement} EVIDENCE: {evidence}")
 
     def claim(self, statement: str, scope: str, method: str) -> None:
         self.claims.append(Claim(statement, scope, method))
@@ -171,6 +194,8 @@ class ProofLog:
             max_deviation=max(self.deviations) if self.deviations else None,
             claims=tuple(self.claims),
             details=tuple(self.details),
+            assumptions=tuple(self.assumptions),
+            conjectures=tuple(self.conjectures),
         )
 
 

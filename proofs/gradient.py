@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
-from sympy import MatrixSymbol, Trace
+from sympy import Identity, MatrixSymbol, Trace
 from sympy.polys.domains import QQ, ZZ
 from sympy.polys.fields import field
 from sympy.polys.rings import ring
@@ -43,7 +43,8 @@ from sympy.polys.rings import ring
 from . import _numerics as nm
 from ._exact import ProofLog, ProofResult, require, require_nc_zero
 
-__all__ = ["prove", "grad_J_expr", "grad_W_expr", "SYMBOLS", "data_gradients", "check_simulation"]
+__all__ = ["prove", "grad_J_expr", "grad_W_expr", "factor_grad", "data_grad_at", "SYMBOLS", "data_gradients",
+           "check_simulation"]
 
 d, C, N = sp.symbols("d C N", integer=True, positive=True)
 lam_J, lam_W = sp.symbols("lambda_J lambda_W", positive=True)
@@ -65,11 +66,34 @@ grad_J_expr = Agt.T * W.T * G * Hprev.T
 grad_W_expr = G * HL.T
 
 
+def factor_grad(left, grad_J, right):
+    """``grad_{B_i} Phi_data = left^T grad_J right^T`` for ``J = left B_i right`` (proven below, any k, i).
+
+    Downstream proofs build every factor gradient through this function, so a wrong
+    formula here (e.g. a dropped transpose) fails them as well.
+    """
+    return left.T * grad_J * right.T
+
+
+def ce_gradient_entry(exp_zj, sum_exp, delta):
+    """The claimed cross-entropy derivative ``softmax_j - [j = y]`` (``exp(z_j)/sum_k exp(z_k) - delta``)."""
+    return exp_zj / sum_exp - delta
+
+
+def data_grad_at(A_gt, W_, G_, H_prev):
+    """The §2 data gradient ``A_{>l}^T W^T G H_{l-1}^T`` with the symbols replaced.
+
+    Built from :data:`grad_J_expr` by substitution (read at call time, so a planted
+    mutant of ``grad_J_expr`` propagates to every proof that uses this).
+    """
+    return grad_J_expr.subs({Agt: A_gt, W: W_, G: G_, Hprev: H_prev})
+
+
 def _all_sizes(log: ProofLog) -> None:
     Z = W * Agt * (Ml + Jl) * Hprev
     # (1) generic loss: the chain rule's linear term <G, Z(theta)> with G frozen.
     lin = Trace(G.T * Z)
-    require_nc_zero(lin.diff(Jl) - grad_J_expr, "d tr(G^T Z)/dJ_l = A_{>l}^T W^T G H_{l-1}^T")
+    require_nc_zero(lin.diff(Jl) - data_grad_at(Agt, W, G, Hprev), "d tr(G^T Z)/dJ_l = A_{>l}^T W^T G H_{l-1}^T")
     HL_expr = Agt * (Ml + Jl) * Hprev
     require_nc_zero(lin.diff(W) - G * HL_expr.T, "d tr(G^T Z)/dW = G H_L^T")
     log.claim(
@@ -81,7 +105,7 @@ def _all_sizes(log: ProofLog) -> None:
     # (1b) MSE directly, with G = (Z - Y)/N substituted.
     R = Z - Y
     mse = Trace(R.T * R) / (2 * N)
-    require_nc_zero(mse.diff(Jl) - Agt.T * W.T * (R / N) * Hprev.T, "MSE gradient in J_l")
+    require_nc_zero(mse.diff(Jl) - data_grad_at(Agt, W, R / N, Hprev), "MSE gradient in J_l")
     require_nc_zero(mse.diff(W) - (R / N) * HL_expr.T, "MSE gradient in W")
     # (1c) weight decay.
     require_nc_zero(
@@ -93,7 +117,7 @@ def _all_sizes(log: ProofLog) -> None:
     Lf, B, Rf = (MatrixSymbol(n, d, d) for n in ("L_i", "B_i", "R_i"))
     Zk = W * Agt * (Ml + Lf * B * Rf) * Hprev
     require_nc_zero(
-        Trace(G.T * Zk).diff(B) - Lf.T * grad_J_expr * Rf.T,
+        Trace(G.T * Zk).diff(B) - factor_grad(Lf, grad_J_expr, Rf),
         "d/dB_i = (B_k..B_{i+1})^T grad_J (B_{i-1}..B_1)^T",
     )
     log.claim(
@@ -103,11 +127,11 @@ def _all_sizes(log: ProofLog) -> None:
     )
     # (4) gradient chain identity at every point.
     P, A1, A0 = (MatrixSymbol(n, d, d) for n in ("A_gt_next", "A_next", "A_cur"))
-    g_l = (P * A1).T * W.T * G * Hprev.T  # A_{>l} = A_{>l+1} A_{l+1}
-    g_next = P.T * W.T * G * (A0 * Hprev).T  # H_l = A_l H_{l-1}
+    g_l = data_grad_at(P * A1, W, G, Hprev)  # A_{>l} = A_{>l+1} A_{l+1}
+    g_next = data_grad_at(P, W, G, A0 * Hprev)  # H_l = A_l H_{l-1}
     require_nc_zero(g_l * A0.T - A1.T * g_next, "grad_l A_l^T = A_{l+1}^T grad_{l+1}")
-    g_L = W.T * G * Hprev.T  # A_{>L} = I
-    require_nc_zero(g_L * A0.T - W.T * (G * (A0 * Hprev).T), "grad_L A_L^T = W^T grad_W")
+    g_L = data_grad_at(Identity(d), W, G, Hprev)  # A_{>L} = I
+    require_nc_zero(g_L * A0.T - W.T * grad_W_expr.subs(HL, A0 * Hprev), "grad_L A_L^T = W^T grad_W")
     log.claim(
         "gradient chain identity at every point: grad_l A_l^T = A_{l+1}^T grad_{l+1} (l < L), "
         "grad_L A_L^T = W^T grad_W (any loss, any skip)",
@@ -129,7 +153,7 @@ def _cross_entropy_all_C(log: ProofLog) -> None:
         return e.args[0][0]
 
     dl = dl.replace(lambda e: isinstance(e, sp.Piecewise), branch)
-    residue = dl - (sp.exp(z[j]) / S - sp.KroneckerDelta(j, y))
+    residue = dl - ce_gradient_entry(sp.exp(z[j]), S, sp.KroneckerDelta(j, y))
     require(sp.expand(residue) == 0, "d CE/dz_j = softmax_j - [j = y]")
     log.claim(
         "cross-entropy: d/dz_j [log sum_k exp z_k - z_y] = softmax(z)_j - [j = y], so "
@@ -231,8 +255,7 @@ def _fixed_sizes(log: ProofLog) -> None:
     phi = sum(sp.log(sum(sp.exp(Z[c, n]) for c in range(2))) - Z[labels[n], n] for n in range(2)) / 2
     E = mat("E", 2, 2)
     to_gen = {sp.exp(Z[c, n]): E[c, n] for c in range(2) for n in range(2)}
-    Pm = sp.Matrix(2, 2, lambda c, n: E[c, n] / (E[0, n] + E[1, n]))
-    Gm = (Pm - sp.eye(2)[:, list(labels)]) / 2
+    Gm = sp.Matrix(2, 2, lambda c, n: ce_gradient_entry(E[c, n], E[0, n] + E[1, n], int(c == labels[n]))) / 2
     fld = field(sorted(phi.free_symbols | set(E), key=str), QQ)[0]
     for l in range(L):
         P = sp.eye(dd)

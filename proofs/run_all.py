@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 __all__ = ["THEOREMS", "run_all", "main"]
 
-#: Proof modules in the order they are run (the gradient formula first: T1-T6 use it).
+#: Proof modules in the order they are run (the gradient formula first: every theorem uses it).
 THEOREMS = (
     "gradient",
     "t1_rank",
@@ -32,6 +32,10 @@ THEOREMS = (
     "t4_depth_scaling",
     "t5_trajectories",
     "t6_entangled",
+    "t7_depth_law",
+    "t8_binary_ra1",
+    "t9_minimisers",
+    "t10_two_factor",
 )
 
 
@@ -80,6 +84,10 @@ def run_all(*, numerical: bool = True, stream: TextIO | None = None, verbose: bo
                     print(f"    [{c.scope}] {c.statement}\n        ({c.method})", file=stream)
                 for n in res.details:
                     print(f"    note: {n}", file=stream)
+                for a in res.assumptions:
+                    print(f"    assumed (textbook): {a}", file=stream)
+                for c in res.conjectures:
+                    print(f"    {c}", file=stream)
     return tuple(results), tuple(failures)
 
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 import sympy as sp
-from sympy import MatrixSymbol
+from sympy import Identity, MatrixSymbol
 
 from . import _numerics as nm
 from . import gradient
 from ._exact import ProofLog, ProofResult, require, require_nc_zero
 
-__all__ = ["prove", "check_simulation", "rank_bound", "DEFAULT_CONFIGS"]
+__all__ = ["prove", "check_simulation", "rank_bound", "ce_certificate", "DEFAULT_CONFIGS"]
 
 d, C, N = sp.symbols("d C N", integer=True, positive=True)
 lam_J, lam_W = sp.symbols("lambda_J lambda_W", positive=True)
@@ -35,7 +35,7 @@ def _symbolic(log: ProofLog) -> None:
     Agt, J, Rm, Bk = (MatrixSymbol(n, d, d) for n in ("A_gt", "J_l", "R", "B_k"))
     W, G = MatrixSymbol("W", C, d), MatrixSymbol("G", C, N)
     H, HL = MatrixSymbol("H_prev", d, N), MatrixSymbol("H_L", d, N)
-    grad = gradient.grad_J_expr.subs({gradient.Agt: Agt, gradient.W: W, gradient.G: G, gradient.Hprev: H})
+    grad = gradient.data_grad_at(Agt, W, G, H)
     # k = 1: rho = grad + lambda J is the full gradient (zero at a critical point).
     rho = grad + lam_J * J
     require_nc_zero(J - (-(Agt.T * W.T) * (G * H.T) / lam_J) - rho / lam_J,
@@ -48,7 +48,7 @@ def _symbolic(log: ProofLog) -> None:
         "rank(XY) <= rank(X) is the standard fact used",
     )
     # any k: J = B_k R, stationarity of B_k: rho_k = grad R^T + lambda B_k.
-    rho_k = grad * Rm.T + lam_J * Bk
+    rho_k = gradient.factor_grad(Identity(d), grad, Rm) + lam_J * Bk
     require_nc_zero(Bk * Rm - (-(grad * Rm.T * Rm) / lam_J) - rho_k * Rm / lam_J,
                     "J = B_k R = -(1/lambda) grad R^T R + rho_k R / lambda")
     log.claim(
@@ -73,15 +73,22 @@ def _symbolic(log: ProofLog) -> None:
     )
     # ... hence 1^T W = 0 at a critical point: 1^T (lambda_W W + G H_L^T) certificate.
     one = MatrixSymbol("one", C, 1)
-    rho_W = lam_W * W + G * HL.T
-    require_nc_zero(lam_W * one.T * W - one.T * rho_W + (one.T * G) * HL.T,
-                    "lambda_W 1^T W = 1^T rho_W - (1^T G) H_L^T")
+    rho_W = lam_W * W + gradient.grad_W_expr.subs({gradient.G: G, gradient.HL: HL})
+    require_nc_zero(ce_certificate(one, W, rho_W, G, HL), "lambda_W 1^T W = 1^T rho_W - (1^T G) H_L^T")
     log.claim(
         "cross-entropy with lambda_W > 0: 1^T W = 0 at a critical point, so rank W <= C - 1 and "
         "rank J_l <= C - 1 (rank one for binary classification)",
         "all sizes",
         "free-algebra identity with certificate 1^T G = 0 and rho_W = grad_W Phi",
     )
+
+
+def ce_certificate(one, W, rho_W, G, HL):
+    """``lambda_W 1^T W - (1^T rho_W - (1^T G) H_L^T)``: must reduce to zero exactly.
+
+    With ``rho_W = 0`` (stationarity) and ``1^T G = 0`` (cross-entropy) it gives ``1^T W = 0``.
+    """
+    return lam_W * one.T * W - one.T * rho_W + (one.T * G) * HL.T
 
 
 def rank_bound(sim) -> int:

@@ -26,12 +26,42 @@ import sympy as sp
 from sympy import Identity, MatrixSymbol
 
 from . import _numerics as nm
+from . import gradient
 from ._exact import ProofLog, ProofResult, require_nc_zero
 
-__all__ = ["prove", "check_simulation", "chain_residuals", "DEFAULT_CONFIGS"]
+__all__ = ["prove", "check_simulation", "chain_residuals", "chain_residual", "S_of", "check_top", "DEFAULT_CONFIGS"]
 
 d, C, N = sp.symbols("d C N", integer=True, positive=True)
 lam_J, lam_W = sp.symbols("lambda_J lambda_W", positive=True)
+
+
+def S_of(W):
+    """T2's right-hand side at the top: ``J_L A_L^T = S = (lambda_W/lambda_J) W^T W``.
+
+    T3 takes its ``S`` from here (and :func:`check_top` certifies it), so a wrong ``S``
+    fails T2 and everything built on it.
+    """
+    return (lam_W / lam_J) * W.T * W
+
+
+def chain_residual(J_l, A_l, J_next, A_next):
+    """``J_l A_l^T - A_{l+1}^T J_{l+1}``: zero at every critical point (T2)."""
+    return J_l * A_l.T - A_next.T * J_next
+
+
+def check_top(J_L, A_L, W, G, H_prev) -> None:
+    """Certify ``J_L A_L^T = S_of(W)`` at a critical point, from the §2 gradient.
+
+    ``lambda_J (J_L A_L^T - S) = rho_L A_L^T - W^T rho_W`` in the free algebra, with
+    ``rho_L = grad_L + lambda_J J_L`` and ``rho_W = grad_W + lambda_W W`` built from
+    :func:`proofs.gradient.data_grad_at` and ``grad_W_expr`` (``A_{>L} = I``).
+    """
+    rhoL = gradient.data_grad_at(Identity(J_L.shape[0]), W, G, H_prev) + lam_J * J_L
+    rhoW = gradient.grad_W_expr.subs({gradient.G: G, gradient.HL: A_L * H_prev}) + lam_W * W
+    require_nc_zero(
+        lam_J * (J_L * A_L.T - S_of(W)) - (rhoL * A_L.T - W.T * rhoW),
+        "lambda_J (J_L A_L^T - S) = rho_L A_L^T - W^T rho_W",
+    )
 
 
 def _symbolic(log: ProofLog) -> None:
@@ -39,11 +69,11 @@ def _symbolic(log: ProofLog) -> None:
     M0, M1, J0, J1 = (MatrixSymbol(n, d, d) for n in ("M_l", "M_next", "J_l", "J_next"))
     W, G, H = MatrixSymbol("W", C, d), MatrixSymbol("G", C, N), MatrixSymbol("H_prev", d, N)
     A0, A1 = M0 + J0, M1 + J1
-    grad0 = (P * A1).T * W.T * G * H.T
-    grad1 = P.T * W.T * G * (A0 * H).T
+    grad0 = gradient.data_grad_at(P * A1, W, G, H)  # A_{>l} = A_{>l+1} A_{l+1}
+    grad1 = gradient.data_grad_at(P, W, G, A0 * H)  # H_l = A_l H_{l-1}
     rho0, rho1 = grad0 + lam_J * J0, grad1 + lam_J * J1
     require_nc_zero(
-        lam_J * (J0 * A0.T - A1.T * J1) - (rho0 * A0.T - A1.T * rho1),
+        lam_J * chain_residual(J0, A0, J1, A1) - (rho0 * A0.T - A1.T * rho1),
         "lambda_J (J_l A_l^T - A_{l+1}^T J_{l+1}) = rho_l A_l^T - A_{l+1}^T rho_{l+1}",
     )
     log.claim(
@@ -52,13 +82,7 @@ def _symbolic(log: ProofLog) -> None:
         "free-algebra certificate in terms of the stationarity residuals; A_{>l+1}, H_{l-1} free symbols",
     )
     # top: A_{>L} = I, grad_L = W^T G H_{L-1}^T, grad_W = G H_L^T.
-    gradL = W.T * G * H.T
-    rhoL = gradL + lam_J * J0
-    rhoW = G * (A0 * H).T + lam_W * W
-    require_nc_zero(
-        (lam_J * J0 * A0.T - lam_W * W.T * W) - (rhoL * A0.T - W.T * rhoW),
-        "lambda_J J_L A_L^T - lambda_W W^T W = rho_L A_L^T - W^T rho_W",
-    )
+    check_top(J0, A0, W, G, H)
     log.claim("lambda_W W^T W = lambda_J J_L A_L^T at every critical point", "all sizes",
               "free-algebra certificate")
     # Cross-check at a fixed depth with every product written out.
@@ -75,7 +99,7 @@ def _symbolic(log: ProofLog) -> None:
         for a in A[l + 1 :]:
             out = a * out
         return out
-    rho = [A_gt(l).T * W.T * G * Hs[l].T + lam_J * Js[l] for l in range(L)]
+    rho = [gradient.data_grad_at(A_gt(l), W, G, Hs[l]) + lam_J * Js[l] for l in range(L)]
     for l in range(L - 1):
         require_nc_zero(lam_J * (Js[l] * A[l].T - A[l + 1].T * Js[l + 1]) - (rho[l] * A[l].T - A[l + 1].T * rho[l + 1]),
                         f"chain identity, L = 4, l = {l + 1}")

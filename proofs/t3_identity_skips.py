@@ -23,10 +23,12 @@ Proof structure.
    injective on t > -1/2; ``f(mu)`` solves ``g(t) = mu``, ``f(mu) + 1/2 = sqrt(1+4mu)/2 > 0``
    and ``f(mu) = 2 mu / (1 + sqrt(1+4mu))`` has the sign of mu (so f >= 0 on mu >= 0);
    the other root is ``-1/2 - sqrt(1+4mu)/2 <= -1`` for mu >= 0.
-4. (stated, not re-derived) Spectral theorem: a symmetric J with eigenvalues in
-   (-1/2, inf) and J + J^2 = S satisfies J = f(S), where f(S) is defined through any
-   eigendecomposition of S. (Diagonalise J = Q T Q^T; then S = Q g(T) Q^T and
-   f(S) = Q f(g(T)) Q^T = J.) Hence all J_l equal f(S), PSD because S is PSD.
+4. (all sizes + one stated fact) ``(I + 2J)^2 - (I + 4S) = 4(J + J^2 - S)``, so a
+   symmetric J_l with J_l + J_l^2 = S and eigenvalues above -1/2 makes I + 2J_l a
+   positive definite square root of I + 4S; by uniqueness of the PSD square root
+   (Horn & Johnson, Thm 7.2.6; recorded with ``log.assume``) I + 2J_l = (I + 4S)^{1/2},
+   i.e. J_l = f(S) for every l. S is T2's (:func:`proofs.t2_chain.S_of`), re-certified
+   here from the gradient by :func:`proofs.t2_chain.check_top`.
 5. (all sizes) The matrix closed form: with R^2 = I + 4 kappa W^T W and J = (R - I)/2,
    ``J + J^2 - kappa W^T W = (R^2 - I - 4 kappa W^T W)/4``.
 
@@ -44,6 +46,7 @@ from sympy import Identity, MatrixSymbol
 
 from . import _numerics as nm
 from . import gradient
+from . import t2_chain as t2
 from ._exact import ProofLog, ProofResult, require, require_nc_zero, require_scalar_zero, skew
 
 __all__ = ["prove", "check_simulation", "f_expr", "mu", "closed_form", "DEFAULT_CONFIGS"]
@@ -59,9 +62,12 @@ f_expr = (-1 + sp.sqrt(1 + 4 * mu)) / 2
 def _matrix_part(log: ProofLog) -> None:
     I = Identity(d)
     J0, J1 = MatrixSymbol("J_l", d, d), MatrixSymbol("J_next", d, d)
-    W = MatrixSymbol("W", C, d)
-    S = kappa * W.T * W
-    rho = J0 * (I + J0).T - (I + J1).T * J1
+    W, G, H = MatrixSymbol("W", C, d), MatrixSymbol("G", C, N), MatrixSymbol("H_prev", d, N)
+    # S and both residuals come from T2 (identity skips: A_l = I + J_l); check_top
+    # re-certifies J_L A_L^T = S from the gradient in this setting.
+    t2.check_top(J0, I + J0, W, G, H)
+    S = t2.S_of(W)
+    rho = t2.chain_residual(J0, I + J0, J1, I + J1)
     rho_top = J0 * (I + J0).T - S
     require_nc_zero(skew(J0) - skew(J1) - skew(rho), "skew(J_l) - skew(J_{l+1}) = skew(rho_l)")
     require_nc_zero(skew(J0) - skew(rho_top), "skew(J_L) = skew(J_L (I + J_L)^T - S)")
@@ -84,6 +90,18 @@ def _matrix_part(log: ProofLog) -> None:
     R = MatrixSymbol("R", d, d)
     J = (R - I) / 2
     require_nc_zero(J + J * J - S - (R * R - I - 4 * S) / 4, "closed form with R^2 = I + 4 kappa W^T W")
+    # The lift (formerly a stated lemma): (I + 2 J_l)^2 = I + 4 S exactly when J_l + J_l^2 = S.
+    require_nc_zero((I + 2 * J0) * (I + 2 * J0) - (I + 4 * S) - 4 * (J0 + J0 * J0 - S),
+                    "(I + 2 J)^2 - (I + 4 S) = 4 (J + J^2 - S)")
+    log.claim(
+        "lift to matrices: if J_l is symmetric with J_l + J_l^2 = S then (I + 2 J_l)^2 = I + 4 S; when moreover the "
+        "eigenvalues of J_l exceed -1/2, I + 2 J_l is symmetric positive definite, hence the principal square root "
+        "(I + 4 S)^{1/2} (uniqueness, assumed below), so J_l = ((I + 4 S)^{1/2} - I)/2 = f(S) for every l: equal, PSD",
+        "all sizes",
+        "free-algebra identity modulo J + J^2 = S (certificate 4 (J + J^2 - S)) + the stated uniqueness theorem",
+    )
+    log.assume("a symmetric positive semidefinite matrix has exactly one symmetric positive semidefinite square root",
+               "Horn & Johnson, Matrix Analysis, 2nd ed., Thm 7.2.6")
     log.claim(
         "J = (-I + (I + 4 kappa W^T W)^{1/2})/2 satisfies J + J^2 = kappa W^T W",
         "all sizes",
@@ -113,12 +131,6 @@ def _scalar_part(log: ProofLog) -> None:
         "all sizes",
         "sympy.cancel on exact expressions",
     )
-    log.claim(
-        "lift to matrices: a symmetric J with eigenvalues > -1/2 and J + J^2 = S equals f(S) "
-        "(spectral theorem; stated, not machine-checked), hence J_1 = ... = J_L, PSD",
-        "all sizes",
-        "standard theorem applied to the exact scalar statement above",
-    )
 
 
 def _gradient_symmetry_any_k(log: ProofLog) -> None:
@@ -128,8 +140,8 @@ def _gradient_symmetry_any_k(log: ProofLog) -> None:
     Bk1, Rm1, B11 = (MatrixSymbol(n, d, d) for n in ("Bk_next", "Rm_next", "B1_next"))
     J0, J1 = Bk0 * Rm0 * B10, Bk1 * Rm1 * B11
     chi = G0 * (I + J0).T - (I + J1).T * G1  # zero at every point (gradient chain identity)
-    rho_top0 = G0 * (Rm0 * B10).T + lam_J * Bk0  # stationarity of B_{l,k}
-    rho_bot1 = (Bk1 * Rm1).T * G1 + lam_J * B11  # stationarity of B_{l+1,1}
+    rho_top0 = gradient.factor_grad(I, G0, Rm0 * B10) + lam_J * Bk0  # stationarity of B_{l,k}
+    rho_bot1 = gradient.factor_grad(Bk1 * Rm1, G1, I) + lam_J * B11  # stationarity of B_{l+1,1}
     require_nc_zero(
         skew(G0) - skew(G1) - skew(chi) + skew(rho_top0 * Bk0.T) - skew(B11.T * rho_bot1),
         "skew(grad_l) - skew(grad_{l+1}) in terms of chi and the stationarity residuals",
@@ -147,8 +159,10 @@ def _gradient_symmetry_any_k(log: ProofLog) -> None:
 
 
 def closed_form(W: np.ndarray, kappa_value: float) -> np.ndarray:
-    """``f(kappa W^T W)`` through the lambdified scalar root, applied spectrally."""
-    w, V = np.linalg.eigh(kappa_value * W.T @ W)
+    """``f(S)`` with T2's ``S`` (lambdified :func:`proofs.t2_chain.S_of`) and the lambdified root, spectrally."""
+    Wsym = MatrixSymbol("W", *W.shape)
+    S_num = sp.lambdify((Wsym, t2.lam_J, t2.lam_W), t2.S_of(Wsym), "numpy")(W, 1.0, float(kappa_value))
+    w, V = np.linalg.eigh(np.asarray(S_num, dtype=float))
     fw, _ = nm.lambdify_eval((mu,), f_expr, (np.clip(w, 0.0, None),))
     return (V * fw) @ V.T
 

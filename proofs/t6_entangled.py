@@ -53,25 +53,35 @@ import sympy as sp
 from sympy import Identity, MatrixSymbol
 
 from . import _numerics as nm
+from . import t2_chain as t2
 from . import t3_identity_skips as t3
 from . import t5_trajectories as t5
 from ._exact import ProofLog, ProofResult, Rules, require_nc_zero, skew
 
-__all__ = ["prove", "check_simulation", "observations", "rotated_jacobians", "DEFAULT_CASES"]
+__all__ = ["prove", "check_simulation", "observations", "rotated_jacobians", "rotate", "DEFAULT_CASES"]
 
 d, C, N = sp.symbols("d C N", integer=True, positive=True)
 lam_J, lam_W = sp.symbols("lambda_J lambda_W", positive=True)
 kappa = lam_W / lam_J
 
 
+def rotate(J, Q_left, Q_right):
+    """The rotated Jacobian ``J' = Q_left J Q_right^T`` (``J'_l = Q_l J_l Q_{l-1}^T``).
+
+    Used by the symbolic proof and by :func:`rotated_jacobians`, so a wrong rotation
+    fails both.
+    """
+    return Q_left * J * Q_right.T
+
+
 def _general(log: ProofLog) -> None:
     J0, J1, M0, M1 = (MatrixSymbol(n, d, d) for n in ("J_l", "J_next", "M_l", "M_next"))
     W = MatrixSymbol("W", C, d)
-    rho_top = lam_J * J0 * (M0 + J0).T - lam_W * W.T * W  # T2 at the top, with J0 = J_L
+    rho_top = lam_J * (J0 * (M0 + J0).T - t2.S_of(W))  # T2 at the top (its S), with J0 = J_L
     require_nc_zero(skew(J0 * M0.T) - skew(rho_top) / lam_J, "skew(J_L M_L^T) = skew(rho_L)/lambda_J")
     log.claim("(G1) J_L M_L^T is symmetric at every critical point, for ANY skip M_L", "all sizes",
               "free-algebra certificate with T2's top residual")
-    rho = J0 * (M0 + J0).T - (M1 + J1).T * J1
+    rho = t2.chain_residual(J0, M0 + J0, J1, M1 + J1)  # T2's residual
     require_nc_zero(skew(J0 * M0.T) - skew(M1.T * J1) - skew(rho), "skew(J_l M_l^T) = skew(M_{l+1}^T J_{l+1})")
     log.claim("(G2) skew(J_l M_l^T) = skew(M_{l+1}^T J_{l+1}) for l < L, any skips", "all sizes",
               "free-algebra certificate with T2's residual")
@@ -91,13 +101,13 @@ def _orthogonal(log: ProofLog) -> None:
     W = MatrixSymbol("W", C, d)
     orth = Rules.make(orthogonal=["Q_next", "M_next", "M_l"])
     Ql, Qprev = Qn * M1, Qn * M1 * M0  # Q_l = Q_{l+1} M_{l+1}, Q_{l-1} = Q_l M_l
-    Jp0, Jp1 = Ql * J0 * Qprev.T, Qn * J1 * Ql.T  # J'_l, J'_{l+1}
-    rho = J0 * (M0 + J0).T - (M1 + J1).T * J1
+    Jp0, Jp1 = rotate(J0, Ql, Qprev), rotate(J1, Qn, Ql)  # J'_l, J'_{l+1}
+    rho = t2.chain_residual(J0, M0 + J0, J1, M1 + J1)  # T2's residual
     require_nc_zero(Jp0 * (I + Jp0).T - (I + Jp1).T * Jp1 - Ql * rho * Ql.T,
                     "rotated chain identity = Q_l rho_l Q_l^T", orth)
     top_orth = Rules.make(orthogonal=["M_l"])  # Q_L = I, Q_{L-1} = M_L
-    JpL = J0 * M0.T
-    require_nc_zero(JpL * (I + JpL).T - kappa * W.T * W - (lam_J * J0 * (M0 + J0).T - lam_W * W.T * W) / lam_J,
+    JpL = rotate(J0, Identity(d), M0)
+    require_nc_zero(JpL * (I + JpL).T - t2.S_of(W) - (J0 * (M0 + J0).T - t2.S_of(W)),
                     "rotated top identity", top_orth)
     log.claim(
         "(O2) orthogonal skips: J'_l = Q_l J_l Q_{l-1}^T satisfy the identity-skip chain identities, so (T3's "
@@ -130,7 +140,7 @@ def _orthogonal(log: ProofLog) -> None:
 def _none_and_correlation(log: ProofLog) -> None:
     J0, J1 = MatrixSymbol("J_l", d, d), MatrixSymbol("J_next", d, d)
     Z = sp.ZeroMatrix(d, d)
-    rho = J0 * (Z + J0).T - (Z + J1).T * J1
+    rho = t2.chain_residual(J0, Z + J0, J1, Z + J1)
     require_nc_zero(rho - (J0 * J0.T - J1.T * J1), "T2 with M = 0 is J_l J_l^T = J_{l+1}^T J_{l+1}")
     log.claim(
         "(N1) no skip: J_l J_l^T = J_{l+1}^T J_{l+1} and lambda_J J_L J_L^T = lambda_W W^T W, so every J_l has the "
@@ -159,7 +169,10 @@ def rotated_jacobians(J: np.ndarray, M: np.ndarray) -> np.ndarray:
     Q[L] = np.eye(dd)
     for l in range(L, 0, -1):
         Q[l - 1] = Q[l] @ M[l - 1]
-    return np.stack([Q[l] @ J[l - 1] @ Q[l - 1].T for l in range(1, L + 1)]), Q
+    Jq = MatrixSymbol("J", dd, dd)
+    Ql, Qr = MatrixSymbol("Q_left", dd, dd), MatrixSymbol("Q_right", dd, dd)
+    f = sp.lambdify((Jq, Ql, Qr), rotate(Jq, Ql, Qr), "numpy")
+    return np.stack([np.asarray(f(J[l - 1], Q[l], Q[l - 1]), dtype=float) for l in range(1, L + 1)]), Q
 
 
 def check_simulation(sim, family: str, log: ProofLog) -> None:
