@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from ._validation import as_generator, check_choice, check_finite_array, check_int
-from .backend import asarray, get_namespace, namespace_name, resolve_dtype
+from .backend import asarray, get_namespace, namespace_name, resolve_dtype, to_numpy
 
 __all__ = [
     "METHODS",
@@ -120,9 +121,19 @@ def _is_kind(dtype, kind: str, xp) -> bool:
 
 
 def _as_real_float(J, xp, name: str = "J"):
-    """Integer and boolean input becomes float64; complex is refused; floats are kept."""
+    """Integer and boolean input becomes float64; complex is refused; float32 and float64
+    are kept; narrower floats (float16) are computed in float32, with a warning, because
+    LAPACK (numpy.linalg) has no half-precision routines."""
     dtype = J.dtype
     if _is_kind(dtype, "real floating", xp):
+        if xp.finfo(dtype).bits < 32:
+            warnings.warn(
+                f"{name} has dtype {dtype}, which numpy.linalg/LAPACK cannot factorise: "
+                "computing in float32 and returning float32 results",
+                UserWarning,
+                stacklevel=3,
+            )
+            return _astype(J, xp.float32, xp)
         return J
     if _is_kind(dtype, "integral", xp) or _is_kind(dtype, "bool", xp):
         return _astype(J, xp.float64, xp)
@@ -361,6 +372,10 @@ def _dense_randomized(J, k, oversample, power_iters, seed, tol, xp, *, certify: 
     )
 
 
+def _uses_krylov(m, n, k, oversample, power_iters, xp) -> bool:
+    return power_iters == "auto" and _choose_method(m, n, k, oversample, xp) == "randomized"
+
+
 def _auto(J, k, oversample, power_iters, seed, tol, xp):
     m, n = J.shape[-2], J.shape[-1]
     method = _choose_method(m, n, k, oversample, xp)
@@ -368,6 +383,8 @@ def _auto(J, k, oversample, power_iters, seed, tol, xp):
         return _svd(J, k, xp)
     if method == "gram":
         return _gram(J, k, xp)
+    if power_iters == "auto":
+        return _dense_krylov(J, k, oversample, seed, tol, xp)
     U, S, V, ok = _dense_randomized(J, k, oversample, power_iters, seed, tol, xp, certify=True, give_up=True)
     if ok is None or bool(xp.all(ok)):
         return U, S, V
@@ -388,6 +405,345 @@ def _patch_exact(J, k, U, S, V, ok, xp):
     Ue, Se, Ve = exact(Jf[bad], k, xp)
     Uf[bad], Sf[bad], Vf[bad] = Ue, Se, Ve
     return xp.reshape(Uf, batch + (m, k)), xp.reshape(Sf, batch + (k,)), xp.reshape(Vf, batch + (n, k))
+
+
+# ----------------------------------------------------------------------------- block Krylov
+
+#: ``method="auto"`` (with ``power_iters="auto"``) grows the block Krylov bases up to
+#: ``min(m, n) // _KRYLOV_DIM_RATIO`` columns; matrices still uncertified then go to the
+#: exact method.
+_KRYLOV_DIM_RATIO = 4
+
+#: On NumPy the stack is processed in chunks of about this many bytes of ``J``, each run
+#: to convergence before the next, so every product after the first reads ``J`` from
+#: cache instead of main memory (see benchmarks/RESULTS_spectra.md).
+_CHUNK_BYTES = 4 * 2**20
+
+#: A Krylov run is given up when its extrapolated residual misses ``tol`` by this factor.
+_GIVE_UP_FACTOR = 1e3
+
+#: Buffers start with room for this many blocks and are widened on demand.
+_KRYLOV_FIRST_CAP = 6
+
+#: Until some matrix's residual estimate is within this factor of ``tol``, convergence is
+#: checked only after products with ``J^T`` (one small SVD per two products).
+_NEAR_FACTOR = 1e3
+
+#: ``top_singular_operator``: at most this many Krylov blocks (the operator may be large).
+_OPERATOR_MAX_BLOCKS = 32
+_OPERATOR_METHODS = ("auto", "randomized")
+
+#: Krylov block size ``b = k + min(oversample, _KRYLOV_EXTRA)``.
+_KRYLOV_EXTRA = 2
+
+
+def _orth_block(W, Qprev, xp):
+    """Orthonormalise the block ``W`` against the orthonormal columns ``Qprev`` (or None).
+
+    Classical Gram-Schmidt twice (CGS2) against ``Qprev``, then a Householder QR of the
+    block. Returns ``(Q, C, R)`` with ``W ~= Qprev C + Q R``, ``Q`` orthonormal and
+    orthogonal to ``Qprev``. Where the projected block has (numerically) dependent
+    columns, the QR's completion columns are projected out of ``Qprev`` and
+    orthonormalised once more (then ``R = Q^T W``), so ``Q`` stays orthogonal to
+    ``Qprev`` even when the Krylov space is exhausted (rank-deficient ``J``)."""
+    C = None
+    if Qprev is not None:
+        scale = _safe_scale(xp.max(_col_norms(W, xp), axis=-1), xp)
+        QpT = _mT(Qprev, xp)
+        C = QpT @ W
+        W = W - Qprev @ C
+        C2 = QpT @ W
+        W = W - Qprev @ C2
+        C = C + C2
+    Q, R = xp.linalg.qr(W)
+    if Qprev is not None:
+        d = xp.min(xp.abs(_diagonal(R, xp)), axis=-1)
+        if bool(xp.any(d <= 1e-6 * scale)):
+            Q = Q - Qprev @ (QpT @ Q)
+            Q, _ = xp.linalg.qr(Q)
+            R = _mT(Q, xp) @ W
+    return Q, C, R
+
+
+def _take(x, ind, xp):
+    return xp.take(x, ind, axis=0)
+
+
+class _GKL:
+    """Certified top-k triplets of a flat batch ``(c, m, n)`` by block Golub-Kahan-Lanczos.
+
+    The bases grow by one block of ``b`` columns per product: ``P_1`` (the orthonormal
+    start, shared by the batch), ``Q_1 = orth(J P_1)``, ``P_2 = orth(J^T Q_1)``,
+    ``Q_2 = orth(J P_2)``, ..., each block orthogonalised against all earlier ones
+    (CGS2), so after ``2s`` products ``P`` spans the block Krylov space
+    ``[P_1, (J^T J) P_1, ..., (J^T J)^s P_1]`` of Musco and Musco (2015). The projected
+    matrix ``B = Q^T J P`` is assembled from the Gram-Schmidt coefficients (no extra
+    product). After every product the Ritz triplets of ``B``, ``B = X S Y^T``, give a
+    residual estimate for free: the newest block's ``R`` factor times the last block
+    of ``Y`` (or ``X``). A matrix whose estimate passes gets the explicit certificate:
+    with ``U = Q X`` and ``V = P Y``, the residuals ``J V - U S`` and ``J^T U - V S`` are
+    computed from the stored raw products ``J P`` and ``J^T Q`` (no extra pass), and
+    ``U``, ``V`` must be orthonormal. Certified matrices leave the batch (when
+    ``compact``); so does a matrix whose residual, extrapolated geometrically over the
+    products left, cannot reach ``tol`` within ``smax`` blocks (uncertified).
+    """
+
+    def __init__(self, J, matvec, rmatvec, P1, k, smax, tol, xp, *, compact):
+        self.xp, self.k, self.tol, self.compact = xp, k, tol, compact
+        self.J = J
+        if J is not None:
+            matvec = lambda X: self.J @ X
+            rmatvec = lambda Y: _mT(_mT(Y, xp) @ self.J, xp)
+        self.matvec, self.rmatvec = matvec, rmatvec
+        self.P1, self.smax = P1, smax
+        self.results = []  # (original indices (host), U, S, V, ok (host bool))
+        self.passes = 0
+
+    # -------------------------------------------------------------- state handling
+    def _alloc(self, W):
+        xp, b = self.xp, self.P1.shape[-1]
+        c, m = W.shape[0], W.shape[-2]
+        n = self.P1.shape[-2]
+        dt = W.dtype
+        self.b, self.m, self.n = b, m, n
+        self.idx = np.arange(c)
+        self.finished = np.zeros(c, dtype=bool)
+        # room for `cap` Q blocks (cap + 1 P blocks), widened on demand up to smax
+        self.cap = cap = min(self.smax, _KRYLOV_FIRST_CAP)
+        self.Q = xp.zeros((c, m, cap * b), dtype=dt)
+        self.JP = xp.zeros((c, m, (cap + 1) * b), dtype=dt)
+        self.P = xp.zeros((c, n, (cap + 1) * b), dtype=dt)
+        self.JtQ = xp.zeros((c, n, cap * b), dtype=dt)
+        self.B = xp.zeros((c, cap * b, (cap + 1) * b), dtype=dt)
+        self.P[:, :, :b] = xp.broadcast_to(self.P1, (c, n, b))
+        self.hist = []  # (products so far, residual estimates) of the checks so far
+
+    def _widen(self, q_blocks):
+        """Make room for ``q_blocks`` Q blocks (and one more P block)."""
+        if q_blocks <= self.cap:
+            return
+        xp, b = self.xp, self.b
+        new = min(self.smax, max(q_blocks, 2 * self.cap))
+        extra = (new - self.cap) * b
+
+        def cols(x):
+            return xp.concat([x, xp.zeros(tuple(x.shape[:-1]) + (extra,), dtype=x.dtype)], axis=-1)
+
+        self.Q, self.JP, self.P, self.JtQ = cols(self.Q), cols(self.JP), cols(self.P), cols(self.JtQ)
+        B = cols(self.B)
+        self.B = xp.concat([B, xp.zeros((B.shape[0], extra, B.shape[-1]), dtype=B.dtype)], axis=-2)
+        self.cap = new
+
+    def _keep(self, keep_host):
+        """Drop the matrices not in ``keep_host`` (a host bool array) from the batch."""
+        if keep_host.all():
+            return
+        xp = self.xp
+        ind = xp.asarray(np.nonzero(keep_host)[0])
+        for name in ("Q", "JP", "P", "JtQ", "B"):
+            setattr(self, name, _take(getattr(self, name), ind, xp))
+        if self.J is not None:
+            self.J = _take(self.J, ind, xp)
+        self.hist = [(p, _take(h, ind, xp)) for p, h in self.hist]
+        self.idx = self.idx[keep_host]
+
+    def _store(self, sel_host, U, S, V, ok_host):
+        if sel_host.any():
+            ind = self.xp.asarray(np.nonzero(sel_host)[0])
+            self.results.append((self.idx[sel_host], _take(U, ind, self.xp), _take(S, ind, self.xp),
+                                 _take(V, ind, self.xp), ok_host[sel_host]))
+
+    # -------------------------------------------------------------- Ritz and certificate
+    def _ritz(self, Dq, Dp):
+        xp, k = self.xp, self.k
+        X, S, Yh = xp.linalg.svd(self.B[:, :Dq, :Dp], full_matrices=False)
+        return X[..., :k], S[..., :k], _mT(Yh, xp)[..., :k]
+
+    def _certify(self, X, S, Y, Dq, Dp):
+        xp, k = self.xp, self.k
+        U = self.Q[:, :, :Dq] @ X
+        V = self.P[:, :, :Dp] @ Y
+        s1 = _safe_scale(S[..., :1], xp)[..., None]
+        Sd = S[..., None, :]
+        right = (self.JP[:, :, :Dp] @ Y - U * Sd) / s1
+        left = (self.JtQ[:, :, :Dq] @ X - V * Sd) / s1
+        res = xp.sqrt(xp.max(xp.sum(right * right, axis=-2) + xp.sum(left * left, axis=-2), axis=-1))
+        eye = xp.eye(k, dtype=U.dtype)
+        orth = xp.maximum(
+            xp.max(xp.abs(_mT(U, xp) @ U - eye), axis=(-2, -1)),
+            xp.max(xp.abs(_mT(V, xp) @ V - eye), axis=(-2, -1)),
+        )
+        return U, V, (res <= self.tol) & (orth <= self.tol)
+
+    def _check(self, Dq, Dp, E_of, checks_left):
+        """Estimate, certify the candidates, store and drop finished matrices.
+
+        Returns None when no matrix finished, else the host mask of the matrices kept."""
+        xp = self.xp
+        X, S, Y = self._ritz(Dq, Dp)
+        s1 = _safe_scale(S[..., :1], xp)[..., None]
+        est = xp.max(_col_norms(E_of(X, Y) / s1, xp), axis=-1)
+        cand = est <= self.tol
+        ok = xp.zeros(est.shape, dtype=xp.bool)
+        if bool(xp.any(cand)):
+            U, V, ok = self._certify(X, S, Y, Dq, Dp)
+            ok = ok & cand
+        hopeless = xp.zeros(est.shape, dtype=xp.bool)
+        old = [(p, h) for p, h in self.hist if self.passes - p >= 2]
+        if len(self.hist) >= 4 and old:
+            # Krylov convergence is superlinear, so a geometric extrapolation of the pace
+            # over the last two or more products is pessimistic: give up only on
+            # stagnation or when even that pace would miss tol by far.
+            p0, h0 = old[-1]
+            rate = (est / xp.where(h0 > 0, h0, xp.ones_like(h0))) ** (1.0 / (self.passes - p0))
+            hopeless = (rate >= 0.95) | (est * rate**checks_left > _GIVE_UP_FACTOR * self.tol)
+        self.hist.append((self.passes, est))
+        self.near = bool(xp.any(est <= _NEAR_FACTOR * self.tol))
+        if checks_left <= 0:
+            hopeless = xp.ones(est.shape, dtype=xp.bool)
+        done = ok | hopeless
+        if not bool(xp.any(done)):
+            return None
+        ok_h = np.asarray(_to_host(ok), dtype=bool)
+        # without compaction, finished matrices stay in the batch: store each once
+        done_h = np.asarray(_to_host(done), dtype=bool) & ~self.finished
+        if not done_h.any():
+            return None
+        if not ok_h[done_h].all():  # uncertified ones keep their last Ritz triplets
+            U, V = self.Q[:, :, :Dq] @ X, self.P[:, :, :Dp] @ Y
+        self._store(done_h, U, S, V, ok_h)
+        self.finished = self.finished | done_h
+        keep = ~self.finished
+        if keep.any() and self.compact:
+            self._keep(keep)
+            self.finished = self.finished[keep]
+        return keep
+
+    # -------------------------------------------------------------- the iteration
+    def run(self, first=None):
+        xp, k = self.xp, self.k
+        W = self.matvec(self.P1) if first is None else first
+        self.passes = 1
+        self.near = False
+        self._alloc(W)
+        b, smax = self.b, self.smax
+        Dp, Dq = b, 0
+        while True:
+            # ---- the raw product W = J P_new is in hand
+            self.JP[:, :, Dp - b : Dp] = W
+            Qn, C, R = _orth_block(W, self.Q[:, :, :Dq] if Dq else None, xp)
+            if Dq:
+                self.B[:, :Dq, Dp - b : Dp] = C
+            left = 2 * (smax - Dq // b)  # products still possible after this one
+            if Dq >= k and (self.near or left == 0):
+                keep = self._check(Dq, Dp, lambda X, Y, R=R, lo=Dp - b, hi=Dp: R @ Y[:, lo:hi, :], left)
+                if keep is not None:
+                    if not keep.any():
+                        break
+                    if self.compact and not keep.all():
+                        ind = xp.asarray(np.nonzero(keep)[0])
+                        Qn, R = _take(Qn, ind, xp), _take(R, ind, xp)
+            self._widen(Dq // b + 1)
+            self.Q[:, :, Dq : Dq + b] = Qn
+            self.B[:, Dq : Dq + b, Dp - b : Dp] = R
+            Dq += b
+            # ---- the product J^T Q_new
+            Z = self.rmatvec(Qn)
+            self.passes += 1
+            self.JtQ[:, :, Dq - b : Dq] = Z
+            Pn, Cp, Rp = _orth_block(Z, self.P[:, :, :Dp], xp)
+            self.B[:, Dq - b : Dq, :Dp] = _mT(Cp, xp)
+            left = 2 * (smax - Dq // b) + 1
+            if Dq >= k:
+                keep = self._check(Dq, Dp, lambda X, Y, R=Rp, lo=Dq - b, hi=Dq: R @ X[:, lo:hi, :], left)
+                if keep is not None:
+                    if not keep.any():
+                        break
+                    if self.compact and not keep.all():
+                        Pn = _take(Pn, xp.asarray(np.nonzero(keep)[0]), xp)
+            self.P[:, :, Dp : Dp + b] = Pn
+            Dp += b
+            W = self.matvec(Pn)
+            self.passes += 1
+        return self.results
+
+
+def _to_host(x):
+    return to_numpy(x)
+
+
+def _start_block(n: int, b: int, seed, dtype) -> np.ndarray:
+    """Orthonormal ``(n, b)`` start of the Krylov bases, drawn on the host from ``seed``."""
+    omega = as_generator(seed).standard_normal((n, b))
+    Q, _ = np.linalg.qr(omega)
+    return Q.astype(dtype)
+
+
+def _krylov_sizes(k: int, r: int, oversample: int, cap_blocks: int | None = None) -> tuple[int, int]:
+    """(block size b, largest number of Q blocks smax) for ``min(m, n) = r``."""
+    b = min(k + min(oversample, _KRYLOV_EXTRA), r)
+    smax = max(1, (r // _KRYLOV_DIM_RATIO) // b)
+    if cap_blocks is not None:
+        # no exact fallback: let the bases grow to nearly min(m, n)
+        smax = max(1, min(r // b - 1, cap_blocks))
+    smax = min(smax, r // b - 1) if r // b >= 2 else 1
+    return b, smax
+
+
+def _assemble(results, c: int, xp):
+    """Concatenate the per-group results into batch order."""
+    order = np.argsort(np.concatenate([r[0] for r in results]), kind="stable")
+    ind = xp.asarray(order)
+    U = _take(xp.concat([r[1] for r in results], axis=0), ind, xp)
+    S = _take(xp.concat([r[2] for r in results], axis=0), ind, xp)
+    V = _take(xp.concat([r[3] for r in results], axis=0), ind, xp)
+    ok = np.concatenate([r[4] for r in results])[order]
+    assert ok.shape == (c,)
+    return U, S, V, ok
+
+
+def _dense_krylov(J, k: int, oversample: int, seed, tol: float, xp):
+    """``method="auto"``: block Krylov per cache-sized chunk, exact fallback per matrix."""
+    m, n = J.shape[-2], J.shape[-1]
+    batch = tuple(J.shape[:-2])
+    Jf = xp.reshape(J, (-1, m, n))
+    c = Jf.shape[0]
+    b, smax = _krylov_sizes(k, min(m, n), oversample)
+    P1 = asarray(_start_block(n, b, seed, np.float64), xp=xp, dtype=J.dtype)
+    if namespace_name(xp) == "numpy":
+        chunk = max(1, _CHUNK_BYTES // (m * n * J.dtype.itemsize))
+    else:
+        chunk = c
+    results = []
+    for lo in range(0, c, chunk):
+        hi = min(lo + chunk, c)
+        Jc = Jf[lo:hi, ...]
+        with np.errstate(invalid="ignore", over="ignore"):  # NumPy only; refused below
+            first = Jc @ P1
+        # J's finiteness is checked on its first product (a NaN or Inf entry of J makes
+        # its row of J P_1 non-finite, P_1 having no zero entry with probability 1):
+        # no separate pass over J. Only then is J itself scanned, to tell a non-finite
+        # J (refused) from an overflowing product (exact method).
+        if not bool(xp.all(xp.isfinite(first))):
+            check_finite_array("J", Jc, xp)
+            results.append((np.arange(lo, hi), xp.zeros((hi - lo, m, k), dtype=J.dtype),
+                            xp.zeros((hi - lo, k), dtype=J.dtype), xp.zeros((hi - lo, n, k), dtype=J.dtype),
+                            np.zeros(hi - lo, dtype=bool)))
+            continue
+        for idx, U, S, V, ok in _GKL(Jc, None, None, P1, k, smax, tol, xp, compact=True).run(first):
+            results.append((idx + lo, U, S, V, ok))
+    U, S, V, ok = _assemble(results, c, xp)
+    if not ok.all():
+        bad = np.nonzero(~ok)[0]
+        exact = _svd if _exact_method(m, n, xp) == "svd" else _gram
+        Ue, Se, Ve = exact(_take(Jf, xp.asarray(bad), xp), k, xp)
+        good = np.nonzero(ok)[0]
+        results = [(bad, Ue, Se, Ve, np.ones(bad.shape, dtype=bool))]
+        if good.size:
+            g = xp.asarray(good)
+            results.append((good, _take(U, g, xp), _take(S, g, xp), _take(V, g, xp), ok[good]))
+        U, S, V, _ = _assemble(results, c, xp)
+    return xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -556,7 +912,9 @@ def top_singular(
     power_iters = _check_power_iters(power_iters)
     J = _as_real_float(J, xp)
     tol = _default_tol(_check_tol(tol), J.dtype, xp)
-    check_finite_array("J", J, xp)
+    if not (method == "auto" and _uses_krylov(m, n, k, oversample, power_iters, xp)):
+        # the block Krylov path checks J on its first product instead (no extra pass)
+        check_finite_array("J", J, xp)
     if method == "svd":
         U, S, V = _svd(J, k, xp)
     elif method == "gram":
@@ -581,6 +939,7 @@ def top_singular_operator(
     tol: float | None = None,
     xp=None,
     dtype="float64",
+    method: str = "auto",
 ) -> TopSingular:
     """Top-k singular triplets of a stack of linear operators known only by products.
 
@@ -649,8 +1008,12 @@ def top_singular_operator(
     oversample = check_int("oversample", oversample, minimum=0)
     power_iters = _check_power_iters(power_iters)
     tol = _check_tol(tol)
+    check_choice("method", method, _OPERATOR_METHODS)
     host_dtype = resolve_dtype(dtype, np)
     r = min(m, n)
+    b, smax = _krylov_sizes(k, r, oversample, cap_blocks=_OPERATOR_MAX_BLOCKS)
+    if method == "auto" and power_iters == "auto" and _AUTO_SKETCH_RATIO * min(k + oversample, r) <= r:
+        return _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, host_dtype, dtype)
     l = min(k + oversample, r)
     max_iters, stop_early = _resolve_iters(power_iters, k, r, l)
 
@@ -687,6 +1050,39 @@ def top_singular_operator(
     )
     U, V = fix_signs(U, V, xp)
     return TopSingular(U, S, V)
+
+
+def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, host_dtype, dtype):
+    """``top_singular_operator`` with ``power_iters="auto"``: certified block Krylov."""
+    c = math.prod(batch)
+    P1 = _start_block(n, b, seed, host_dtype)
+    start = np.ascontiguousarray(np.broadcast_to(P1, batch + (n, b)))
+    if xp is None:
+        Y0 = matvec(start)
+        xp = get_namespace(Y0)
+    else:
+        Y0 = matvec(asarray(start, xp=xp, dtype=dtype))
+    _check_block("matvec", Y0, batch + (m, b), xp)
+    check_finite_array("matvec(X)", Y0, xp)
+    tol = _default_tol(tol, Y0.dtype, xp)
+
+    def flat_matvec(X):
+        out = matvec(xp.reshape(X, batch + (n, X.shape[-1])))
+        _check_block("matvec", out, batch + (m, X.shape[-1]), xp)
+        check_finite_array("matvec(X)", out, xp)
+        return xp.reshape(out, (c, m, X.shape[-1]))
+
+    def flat_rmatvec(Y):
+        out = rmatvec(xp.reshape(Y, batch + (m, Y.shape[-1])))
+        _check_block("rmatvec", out, batch + (n, Y.shape[-1]), xp)
+        check_finite_array("rmatvec(Y)", out, xp)
+        return xp.reshape(out, (c, n, Y.shape[-1]))
+
+    P1x = asarray(P1, xp=xp, dtype=Y0.dtype)
+    gkl = _GKL(None, flat_matvec, flat_rmatvec, P1x, k, smax, tol, xp, compact=False)
+    U, S, V, _ = _assemble(gkl.run(xp.reshape(Y0, (c, m, b))), c, xp)
+    U, V = fix_signs(U, V, xp)
+    return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))
 
 
 def _check_block(name: str, out, expected: tuple[int, ...], xp) -> None:
