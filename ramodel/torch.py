@@ -47,7 +47,12 @@ A block's skip ``M`` (a linear map on its input) is found, in this order:
 2. ``block.skip.matrix`` or ``block.skip.M`` (as :class:`ramodel.nets.EntangledSkip`
    has it), an array, tensor or buffer (or a callable returning one); ``block.skip``
    may also be None or ``nn.Identity`` (the identity);
-3. otherwise the identity (any ``nn.Module`` with ``out = h + F(h)`` works).
+3. otherwise the skip is **not guessed**: the export raises a ``ValueError`` that
+   names the block and the three ways to declare its skip (``skips=`` with a matrix,
+   ``"identity"`` or ``"none"``; a ``skip`` attribute; a ``skip_matrix()`` method).
+   A plain block ``h -> F(h)`` taken for ``h + F(h)`` would be stored as
+   ``dF/dh - I`` and analysed as an identity-skip network. ``skips="identity"``
+   declares every block ``h + F(h)``, ``skips="none"`` every block ``F(h)``.
 
 ``M`` is ``(d, d)`` acting on the flattened feature, or ``(n, n)`` acting on one
 axis of the per-sample feature of shape ``s``: ``(M h)[.., i, ..] = sum_j M[i, j]
@@ -57,6 +62,21 @@ the channel axis of ``(B, C, H, W)``, ``-1`` the last axis). An exact identity
 matrix counts as the identity skip. A block whose ``skip`` attribute is something
 else raises a ``TypeError``: guessing would give a wrong ``J``. The ``skips``
 argument of :func:`export_jacobians` overrides discovery (on the channel axis).
+Every matrix, an identity matrix included, must fit the block: ``(d, d)`` or
+``(n, n)`` with ``n`` the size of its axis; anything else is a ``ValueError``.
+
+Which Jacobian (``residual=``)
+------------------------------
+- ``"effective"`` (default): ``d(block(h) - M h)/dh``. Defined for every block, equal
+  to ``dF/dh`` for pre-activation blocks ``M h + F(h)``, and the Jacobian of the step
+  ``h_l - M h_{l-1}`` that RA1 and the T5 linearity measure see, so every measure of
+  one file refers to the same residual.
+- ``"post_activation"``: the paper's residual Jacobian of a post-activation block
+  ``block(h) = relu(F(h) + M h)`` (torchvision's ``BasicBlock``), ``D dF/dh`` with
+  ``D = diag(relu'(F(h) + M h))``, computed as ``d block/dh - D M`` with the ReLU mask
+  ``D = [block(h) > 0]``. It is exact only for a ReLU applied after the addition;
+  for such blocks it leaves out the ``(D - I) M`` part that the effective residual
+  attributes to the branch.
 """
 
 from __future__ import annotations
@@ -85,6 +105,7 @@ from .spectra import TopSingular
 
 __all__ = [
     "METHODS",
+    "RESIDUALS",
     "export_jacobians",
     "skip_matrix",
     "block_jacobians",
@@ -175,8 +196,8 @@ def skip_matrix(block: nn.Module) -> np.ndarray | None:
 
     Implements the skip protocol of the module docstring: ``block.skip_matrix()``,
     else ``block.skip.matrix`` or ``block.skip.M`` (array, tensor, buffer or a
-    callable returning one), else the identity. ``block.skip`` set to None or
-    ``nn.Identity`` is the identity. (An identity matrix is returned as it is; the
+    callable returning one); a block with neither is an error (skips are never
+    guessed). ``block.skip`` set to None or ``nn.Identity`` is the identity. (An identity matrix is returned as it is; the
     exporter treats it as the identity skip.)
 
     Parameters
@@ -210,14 +231,24 @@ def skip_matrix(block: nn.Module) -> np.ndarray | None:
     ...         return h @ self.M.T + torch.tanh(h)
     >>> skip_matrix(Block()).diagonal().tolist()
     [2.0, 2.0, 2.0]
-    >>> skip_matrix(nn.Linear(3, 3)) is None
-    True
+    >>> skip_matrix(nn.Sequential()) is None      # a block that declares no skip
+    Traceback (most recent call last):
+    ...
+    ValueError: block Sequential declares no skip, and ramodel does not guess one: ...
     """
     return _discover_skip(block)[0]
 
 
-def _discover_skip(block: nn.Module) -> tuple[np.ndarray | None, int | None]:
-    """``(M or None, the skip's batched ``dim`` attribute or None)``."""
+_SKIP_HELP = (
+    "declare it in one of three ways: pass skips='identity' (every block is h + F(h)), "
+    "skips='none' (every block is a plain h -> F(h)) or skips=[one matrix, None, 'identity' or 'none' per "
+    "block] to export_jacobians; give the block a 'skip' attribute (None or nn.Identity() for the identity, "
+    "a module with a 'matrix' otherwise); or give it a skip_matrix() method"
+)
+
+
+def _discover_skip(block: nn.Module, label: str | None = None) -> tuple[np.ndarray | None, int | None]:
+    """``(M or None, the skip's batched ``dim`` attribute or None)``; raises when undeclared."""
     if not isinstance(block, nn.Module):
         raise TypeError(f"block must be a torch.nn.Module, got {type(block).__name__}")
     name = type(block).__name__
@@ -226,7 +257,11 @@ def _discover_skip(block: nn.Module) -> tuple[np.ndarray | None, int | None]:
         value = method()
         return (None if value is None else _host_matrix(value, f"{name}.skip_matrix()")), None
     if not hasattr(block, "skip"):
-        return None, None
+        where = f"block {label!r} ({name})" if label else f"block {name}"
+        raise ValueError(
+            f"{where} declares no skip, and ramodel does not guess one: a plain block h -> F(h) taken "
+            f"for h + F(h) would be exported as dF/dh - I. To export it, {_SKIP_HELP}"
+        )
     skip = block.skip
     if skip is None or isinstance(skip, nn.Identity):
         return None, None
@@ -249,28 +284,45 @@ def _as_skip(M: np.ndarray | None, shape: tuple[int, ...], where: str, dim: int 
     if M is None:
         return _Skip("identity")
     n = M.shape[0]
-    if np.array_equal(M, np.eye(n)):
-        return _Skip("identity")
     d = int(np.prod(shape))
     # dim is in the batched convention (axis 0 is the batch): per-sample axis dim - 1.
     axis = 0 if dim is None else (dim - 1 if dim > 0 else len(shape) + dim)
     if not 0 <= axis < len(shape):
         raise ValueError(f"{where}: the skip's dim={dim} is not an axis of (batch, *{shape})")
+    # The size check comes first: an identity matrix of the wrong size is as wrong as any.
+    if n not in (shape[axis], d):
+        raise ValueError(
+            f"{where} has shape {M.shape}, but a skip on features of shape {shape} must be "
+            f"(d, d) = ({d}, {d}) or ({shape[axis]}, {shape[axis]}) on axis {axis}"
+        )
+    if np.array_equal(M, np.eye(n)):
+        return _Skip("identity")
     if n == shape[axis]:
         return _Skip("axis", M, axis) if len(shape) > 1 else _Skip("features", M)
-    if n == d:
-        return _Skip("features", M)
-    raise ValueError(
-        f"{where} has shape {M.shape}, but a skip on features of shape {shape} must be "
-        f"(d, d) = ({d}, {d}) or ({shape[axis]}, {shape[axis]}) on axis {axis}"
-    )
+    return _Skip("features", M)
+
+
+def _named_skip(value: Any, shape: tuple[int, ...], where: str) -> _Skip:
+    """A skip given as None / "identity" (identity), "none" (zero) or a matrix."""
+    if value is None or (isinstance(value, str) and value == "identity"):
+        return _Skip("identity")
+    if isinstance(value, str):
+        if value == "none":
+            n = shape[0]
+            return _as_skip(np.zeros((n, n)), shape, where)
+        raise ValueError(f"{where} must be a matrix, None, 'identity' or 'none', got {value!r}")
+    return _as_skip(_host_matrix(value, where), shape, where)
 
 
 def _resolve_skips(skips: Any, blocks: list[nn.Module], names: list[str], shape: tuple[int, ...]) -> list[_Skip]:
     L = len(blocks)
     if skips is None:
-        found = [_discover_skip(b) for b in blocks]
+        found = [_discover_skip(b, n) for b, n in zip(blocks, names)]
         return [_as_skip(M, shape, f"the skip matrix of block {n!r}", dim) for (M, dim), n in zip(found, names)]
+    if isinstance(skips, str):
+        if skips not in ("identity", "none"):
+            raise ValueError(f"skips must be 'identity', 'none', a matrix, an (L, ., .) array or a list, got {skips!r}")
+        return [_named_skip(skips, shape, f"skips ({n!r})") for n in names]
     if isinstance(skips, (np.ndarray, torch.Tensor)):
         arr = skips.detach().cpu().numpy() if isinstance(skips, torch.Tensor) else skips
         if arr.ndim == 2:
@@ -285,10 +337,7 @@ def _resolve_skips(skips: Any, blocks: list[nn.Module], names: list[str], shape:
         entries = list(skips)
     else:
         raise TypeError(f"skips must be None, a matrix, an (L, ., .) array or a list of L matrices/None, got {type(skips).__name__}")
-    return [
-        _as_skip(None if M is None else _host_matrix(M, f"skips[{i}]"), shape, f"skips[{i}]")
-        for i, M in enumerate(entries)
-    ]
+    return [_named_skip(M, shape, f"skips[{i}]") for i, M in enumerate(entries)]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -331,15 +380,24 @@ def _torch_dtype(dtype: Any) -> tuple[str, torch.dtype]:
     return name, _DTYPES[name]
 
 
-def _residual_fn(block: nn.Module, state: dict, skip: _Skip, dtype: torch.dtype, device: torch.device):
-    """``F(h) = block(h) - M h`` for one sample ``h`` of shape ``s``."""
+RESIDUALS = ("effective", "post_activation")
+
+
+def _residual_fn(block: nn.Module, state: dict, skip: _Skip, dtype: torch.dtype, device: torch.device,
+                 residual: str = "effective"):
+    """``F(h) = block(h) - M h`` for one sample ``h`` of shape ``s`` (module docstring);
+    ``residual="post_activation"``: ``block(h) - D M h`` with the ReLU mask ``D`` held
+    constant, whose derivative is ``d block/dh - D M = D dF/dh``."""
     apply_skip = skip.applier(dtype, device)
 
     def F(h):
         # A clone, because a block may modify its input in place (ReLU(inplace=True)),
         # which would change the "M h" subtracted below.
-        out = functional_call(block, state, (h.clone().unsqueeze(0),))
-        return out.squeeze(0) - apply_skip(h)
+        out = functional_call(block, state, (h.clone().unsqueeze(0),)).squeeze(0)
+        if residual == "post_activation":
+            mask = (out > 0).detach().to(out.dtype)
+            return out - mask * apply_skip(h)
+        return out - apply_skip(h)
 
     return F
 
@@ -461,15 +519,27 @@ def _check_block_input(h: Any, name: str = "h") -> torch.Tensor:
     return h
 
 
-def _block_setup(block, h, skip, dtype):
+def _check_residual(residual: str) -> str:
+    if residual not in RESIDUALS:
+        raise ValueError(f"residual must be one of {RESIDUALS}, got {residual!r}")
+    return residual
+
+
+def _block_setup(block, h, skip, dtype, residual="effective"):
     if not isinstance(block, nn.Module):
         raise TypeError(f"block must be a torch.nn.Module, got {type(block).__name__}")
+    residual = _check_residual(residual)
     h = _check_block_input(h)
     dtype_name, tdtype = _torch_dtype(dtype)
     shape = tuple(h.shape[1:])
-    M, dim = _discover_skip(block) if isinstance(skip, str) and skip == "auto" else (
-        None if skip is None else _host_matrix(skip, "skip"), None)
-    sk = _as_skip(M, shape, "skip", dim)
+    if isinstance(skip, str) and skip == "auto":
+        try:
+            M, dim = _discover_skip(block)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (here: pass skip='identity', skip='none' or skip=<matrix>)") from None
+        sk = _as_skip(M, shape, "skip", dim)
+    else:
+        sk = _named_skip(skip, shape, "skip")
     device = _device_of(block)
     H = h.detach().to(device=device, dtype=tdtype)
     with torch.no_grad():
@@ -480,11 +550,12 @@ def _block_setup(block, h, skip, dtype):
             f"block maps features of shape {shape} to {got}: it is not a residual block "
             "(its output must have the shape of its input)"
         )
-    F = _residual_fn(block, _cast_state(block, tdtype), sk, tdtype, device)
+    F = _residual_fn(block, _cast_state(block, tdtype), sk, tdtype, device, residual)
     return F, H, dtype_name
 
 
-def block_jacobians(block: nn.Module, h: torch.Tensor, *, skip: Any = "auto", dtype: str = "float64") -> np.ndarray:
+def block_jacobians(block: nn.Module, h: torch.Tensor, *, skip: Any = "auto", dtype: str = "float64",
+                    residual: str = "effective") -> np.ndarray:
     """Dense Jacobians ``d(block(h) - M h)/dh`` of one block at a batch of inputs.
 
     Parameters
@@ -494,11 +565,14 @@ def block_jacobians(block: nn.Module, h: torch.Tensor, *, skip: Any = "auto", dt
         are restored).
     h : torch.Tensor, shape (B, *s)
         Points at which to differentiate, one per sample.
-    skip : "auto", None or matrix, default "auto"
-        ``M``: "auto" follows the skip protocol (:func:`skip_matrix`), None is the
-        identity, or a ``(d, d)`` / ``(c, c)`` matrix.
+    skip : "auto", None, "identity", "none" or matrix, default "auto"
+        ``M``: "auto" follows the skip protocol (:func:`skip_matrix`; a block that
+        declares none is an error), None or "identity" the identity, "none" the zero
+        skip (a plain block), or a ``(d, d)`` / ``(c, c)`` matrix.
     dtype : {"float64", "float32"}, default "float64"
         Precision of the computation (the block's parameters are cast copies).
+    residual : {"effective", "post_activation"}, default "effective"
+        Which residual Jacobian (module docstring, "Which Jacobian").
 
     Returns
     -------
@@ -518,13 +592,13 @@ def block_jacobians(block: nn.Module, h: torch.Tensor, *, skip: Any = "auto", dt
     ...     def forward(self, h):
     ...         return h + self.lin(h)
     >>> block = Block()
-    >>> J = block_jacobians(block, torch.randn(2, 3))
+    >>> J = block_jacobians(block, torch.randn(2, 3), skip="identity")   # h + F(h), declared
     >>> W = block.lin.weight.detach().double().numpy()
     >>> J.shape, bool(abs(J[1] - W).max() < 1e-15)
     ((2, 3, 3), True)
     """
     with _eval_mode(block):
-        F, H, _ = _block_setup(block, h, skip, dtype)
+        F, H, _ = _block_setup(block, h, skip, dtype, residual)
         return _dense_jacobians(F, H).detach().cpu().numpy()
 
 
@@ -538,6 +612,7 @@ def block_top_singular(
     oversample: int = 10,
     power_iters: int | str = "auto",
     seed=0,
+    residual: str = "effective",
 ) -> TopSingular:
     """Top-k singular triplets of ``d(block(h) - M h)/dh``, matrix-free.
 
@@ -548,7 +623,7 @@ def block_top_singular(
 
     Parameters
     ----------
-    block, h, skip, dtype
+    block, h, skip, dtype, residual
         As in :func:`block_jacobians`.
     k : int
         Number of triplets, ``1 <= k <= d``.
@@ -574,14 +649,14 @@ def block_top_singular(
     ...     def forward(self, h):
     ...         return h + self.conv(h)
     >>> block, h = Block(), torch.randn(3, 2, 5, 5)
-    >>> T = block_top_singular(block, h, 2)
-    >>> S_dense = np.linalg.svd(block_jacobians(block, h), compute_uv=False)[:, :2]
+    >>> T = block_top_singular(block, h, 2, skip="identity")   # h + F(h), declared
+    >>> S_dense = np.linalg.svd(block_jacobians(block, h, skip="identity"), compute_uv=False)[:, :2]
     >>> bool(np.allclose(T.S, S_dense, rtol=1e-8))
     True
     """
     oversample, power_iters = _check_finder_args(oversample, power_iters)
     with _eval_mode(block):
-        F, H, _ = _block_setup(block, h, skip, dtype)
+        F, H, _ = _block_setup(block, h, skip, dtype, residual)
         d = int(np.prod(H.shape[1:]))
         k = check_int("k", k, minimum=1, maximum=d)
         T, _ = _top_k(F, H, k, oversample=oversample, power_iters=power_iters, seed=seed)
@@ -768,6 +843,9 @@ def _skip_family(skips: list[_Skip], blocks: list[nn.Module]) -> str:
         if s.kind == "identity":
             families.add("identity")
             continue
+        if s.matrix is not None and not np.any(s.matrix):
+            families.add("none")
+            continue
         sk = getattr(b, "skip", None)
         fam = getattr(sk, "family", None) if sk is not None else None
         families.add(str(fam) if isinstance(fam, str) else ("custom" if sk is None else type(sk).__name__))
@@ -825,6 +903,7 @@ def export_jacobians(
     seed=0,
     oversample: int = 10,
     power_iters: int | str = "auto",
+    residual: str = "effective",
 ) -> JacobianSet:
     """Export the residual Jacobians of a trained network to a ``FORMAT.md`` file.
 
@@ -861,9 +940,17 @@ def export_jacobians(
         C. Default: the rows of ``classifier``, else the ``out_features`` of a
         ``model.classifier``/``model.fc`` ``nn.Linear``, else ``max(labels) + 1``.
     skips : optional
-        Overrides the skip protocol (module docstring): one matrix for every block,
-        an ``(L, ., .)`` array, or a list of L matrices or None (identity). Each is
-        ``(d, d)`` or ``(c, c)`` on the channel axis.
+        Overrides the skip protocol (module docstring): ``"identity"`` (every block
+        is ``h + F(h)``), ``"none"`` (every block is ``F(h)``), one matrix for every
+        block, an ``(L, ., .)`` array, or a list of L matrices, None / ``"identity"``
+        or ``"none"``. Each matrix is ``(d, d)`` or ``(c, c)`` on the channel axis.
+        Default None: discovery, and a block that declares no skip is an error
+        (skips are never guessed).
+    residual : {"effective", "post_activation"}, default "effective"
+        ``"effective"``: ``d(block(h) - M h)/dh``, defined for any block and
+        consistent with the stored steps ``h_l - M h_{l-1}``; ``"post_activation"``:
+        the paper's ``D dF/dh`` for ``relu(F(h) + M h)`` blocks (module docstring,
+        "Which Jacobian").
     classifier : nn.Linear or array (C, d), optional
         Final linear layer to store. Default: ``model.classifier`` or ``model.fc``
         when it is an ``nn.Linear`` with ``in_features == d`` and ``out_features ==
@@ -942,6 +1029,7 @@ def export_jacobians(
     ...     def __init__(self, d):
     ...         super().__init__()
     ...         self.lin = nn.Linear(d, d)
+    ...         self.skip = None           # declares the identity skip: h + F(h)
     ...     def forward(self, h):
     ...         return h + torch.tanh(self.lin(h))
     >>> class Net(nn.Module):
@@ -971,6 +1059,7 @@ def export_jacobians(
     dtype_name, tdtype = _torch_dtype(dtype)
     batch_size = check_int("batch_size", batch_size, minimum=1)
     oversample, power_iters = _check_finder_args(oversample, power_iters)
+    residual = _check_residual(residual)
     seed, seed_meta = _normalise_seed(seed)
     if meta is not None and not isinstance(meta, Mapping):
         raise TypeError(f"meta must be a mapping (JSON object), got {type(meta).__name__}")
@@ -1058,7 +1147,7 @@ def export_jacobians(
             S = np.empty((L, N, k), dtype=dtype_name)
             worst = 0.0
         for i, (block, sk) in enumerate(zip(blocks, skip_list)):
-            F = _residual_fn(block, _cast_state(block, tdtype), sk, tdtype, device)
+            F = _residual_fn(block, _cast_state(block, tdtype), sk, tdtype, device, residual)
             for b, start in enumerate(range(0, N, batch_size)):
                 stored = block_inputs[i][b]
                 src = reps[i, start : start + batch_size] if stored is None else stored.reshape(-1, d).numpy()
@@ -1112,7 +1201,11 @@ def export_jacobians(
         "n_inputs": N,
         "skip_family": _skip_family(skip_list, blocks),
         "skips": skip_note,
-        "jacobian": "d(block(h) - M h)/dh at the block's input h (the effective residual)",
+        "jacobian": ("d(block(h) - M h)/dh at the block's input h (the effective residual)"
+                     if residual == "effective" else
+                     "D dF/dh = d block/dh - D M, D = [block(h) > 0], at the block's input h "
+                     "(the post-activation residual)"),
+        "residual": residual,
         "contiguous": all(contiguous),
         "method": used,
         "k": k,

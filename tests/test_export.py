@@ -43,6 +43,7 @@ class TanhBlock(nn.Module):
     def __init__(self, d, hidden=7):
         super().__init__()
         self.lin1, self.lin2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.skip = None  # declares the identity skip (issue 15: skips are never guessed)
 
     def forward(self, h):
         return h + self.lin2(torch.tanh(self.lin1(h)))
@@ -54,6 +55,7 @@ class LinearBlock(nn.Module):
     def __init__(self, d, hidden=4):
         super().__init__()
         self.lin1, self.lin2 = nn.Linear(d, hidden, bias=False), nn.Linear(hidden, d, bias=False)
+        self.skip = None  # declares the identity skip (issue 15)
 
     def forward(self, h):
         return h + self.lin2(self.lin1(h))
@@ -86,6 +88,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c)
+        self.skip = None  # declares the identity skip (issue 15)
 
     def forward(self, x):
         identity = x
@@ -168,6 +171,7 @@ class DecayingConvBlock(nn.Module):
         super().__init__()
         self.a = _blur_conv(c, 1.6, 1.1, seed=seed + 1)
         self.b = _blur_conv(c, 1.3, 0.9, seed=seed + 2)
+        self.skip = None  # declares the identity skip (issue 15)
 
     def forward(self, h):
         return h + 2 * self.b(torch.tanh(self.a(h)))
