@@ -24,6 +24,8 @@ __all__ = [
     "check_integer_labels",
     "check_optional_mapping",
     "check_keywords",
+    "check_memory",
+    "physical_memory",
 ]
 
 
@@ -171,3 +173,33 @@ def check_keywords(name: str, given: Iterable[str], known: Iterable[str]) -> Non
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f"; valid keywords are {sorted(known)}"
             raise TypeError(f"{name} got an unexpected keyword argument {key!r}{hint}")
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the platform does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(what: str, nbytes: float, *, advice: str) -> None:
+    """Refuse, before allocating, work whose memory estimate exceeds this machine's memory.
+
+    Raises ``ValueError`` naming the call (``what``), the estimate, the machine's memory and
+    ``advice`` (which argument to reduce), instead of a bare ``MemoryError`` later.
+
+    Examples
+    --------
+    >>> check_memory("f(width=8)", 1e3, advice="reduce width")
+    >>> check_memory("f(width=10**9)", 1e30, advice="reduce width")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: f(width=10**9) needs about ... GiB of memory, more than this machine has (...); reduce width
+    """
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB of memory, more than this machine has "
+                         f"({total / 2**30:.3g} GiB); {advice}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_generator, check_int, check_positive_float
+from ._validation import as_generator, check_int, check_memory, check_positive_float
 
 __all__ = ["gaussian_mixture", "Dataset", "digits", "mnist5k"]
 
@@ -78,6 +78,9 @@ def gaussian_mixture(
     samples_per_class = check_int("samples_per_class", samples_per_class, minimum=1)
     mean_scale = check_positive_float("mean_scale", mean_scale)
     noise = check_positive_float("noise", noise, allow_zero=True)
+    # X, the noise draw and the gathered means: three float64 (N, d) arrays at the peak.
+    check_memory(f"gaussian_mixture(classes={classes}, width={width}, samples_per_class={samples_per_class})",
+                 3.0 * 8 * classes * samples_per_class * width, advice="reduce width or samples_per_class")
     rng = as_generator(seed)
     means = rng.standard_normal((classes, width)) * (mean_scale / np.sqrt(width))
     y = np.repeat(np.arange(classes, dtype=np.int64), samples_per_class)

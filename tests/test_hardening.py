@@ -258,3 +258,15 @@ def test_cli_stderr_has_the_error_and_no_numpy_warning(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "DivergenceError" in lines[0] and "warning" not in proc.stderr, proc.stderr
+
+
+def test_a_gaussian_mixture_too_large_for_the_machine_is_refused_with_its_estimate():
+    from ramodel._validation import physical_memory
+    from ramodel.datasets import gaussian_mixture
+
+    if physical_memory() is None:
+        pytest.skip("the platform does not report its memory")
+    with pytest.raises(ValueError, match=r"width=1000000, samples_per_class=1000000\) needs about 4.47e\+04 GiB"):
+        gaussian_mixture(2, width=10**6, samples_per_class=10**6)
+    X, y = gaussian_mixture(2, width=3, samples_per_class=2, seed=0)  # ordinary sizes are untouched
+    assert X.shape == (4, 3)
