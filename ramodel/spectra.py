@@ -431,7 +431,7 @@ _NEAR_FACTOR = 1e3
 
 #: ``top_singular_operator``: at most this many Krylov blocks (the operator may be large).
 _OPERATOR_MAX_BLOCKS = 32
-_OPERATOR_METHODS = ("auto", "randomized")
+_OPERATOR_METHODS = ("randomized", "krylov")
 
 #: Krylov block size ``b = k + min(oversample, _KRYLOV_EXTRA)``.
 _KRYLOV_EXTRA = 2
@@ -939,7 +939,7 @@ def top_singular_operator(
     tol: float | None = None,
     xp=None,
     dtype="float64",
-    method: str = "auto",
+    method: str = "randomized",
 ) -> TopSingular:
     """Top-k singular triplets of a stack of linear operators known only by products.
 
@@ -1012,7 +1012,7 @@ def top_singular_operator(
     host_dtype = resolve_dtype(dtype, np)
     r = min(m, n)
     b, smax = _krylov_sizes(k, r, oversample, cap_blocks=_OPERATOR_MAX_BLOCKS)
-    if method == "auto" and power_iters == "auto" and _AUTO_SKETCH_RATIO * min(k + oversample, r) <= r:
+    if method == "krylov" and _AUTO_SKETCH_RATIO * min(k + oversample, r) <= r:
         return _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, host_dtype, dtype)
     l = min(k + oversample, r)
     max_iters, stop_early = _resolve_iters(power_iters, k, r, l)

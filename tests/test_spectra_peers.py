@@ -2,7 +2,7 @@
 
 ``top_singular(method="auto", power_iters="auto")`` runs block Golub-Kahan-Lanczos
 (``ramodel.spectra._GKL``) when ``min(m, n) > 32`` and ``4 (k + oversample) <= min(m, n)``;
-``top_singular_operator(power_iters="auto")`` does the same on products. Every result is
+``top_singular_operator(method="krylov")`` does the same on products (no fallback). Every result is
 compared with ``numpy.linalg.svd`` (float64) on spectra built in closed form: decaying,
 gapless, gapped, rank-deficient (with ``k`` above the rank), clustered, flat (where the
 certificate must fail and the exact fallback take over), and a stack mixing them.
@@ -287,7 +287,7 @@ def _ops(J, counter=None):
 def test_operator_krylov_matches_svd(kind):
     J = _make([kind] * 4, 90, 80, seed=12).reshape(2, 2, 90, 80)
     counter = {"mv": 0, "rmv": 0}
-    T = top_singular_operator(*_ops(J, counter), J.shape, 5, oversample=2)
+    T = top_singular_operator(*_ops(J, counter), J.shape, 5, oversample=2, method="krylov")
     _check_against_svd(J, T, 5)
     # one product per block of the whole batch, never a loop over matrices
     assert counter["mv"] + counter["rmv"] <= 2 * 32 + 1
@@ -297,7 +297,7 @@ def test_operator_krylov_uncertified_without_fallback():
     """A flat spectrum cannot be certified matrix-free: the last Ritz triplets come back
     (orthonormal, Rayleigh-Ritz values below the true ones), as documented."""
     J = _make(["flat"] * 2, 120, 120, seed=13)
-    T = top_singular_operator(*_ops(J), J.shape, 4, oversample=2)
+    T = top_singular_operator(*_ops(J), J.shape, 4, oversample=2, method="krylov")
     s_ref = np.linalg.svd(J, compute_uv=False)[..., :4]
     assert np.all(T.S <= s_ref + 1e-12)
     assert np.max(np.abs(_mT(T.U) @ T.U - np.eye(4))) <= 1e3 * EPS
@@ -308,7 +308,7 @@ def test_operator_krylov_array_api_strict():
     J = _make(["decaying"] * 2, 64, 60, seed=14)
     Js = xs.asarray(J)
     T = top_singular_operator(lambda X: Js @ xs.asarray(X), lambda Y: xs.matrix_transpose(Js) @ Y,
-                              J.shape, 3, oversample=2)
+                              J.shape, 3, oversample=2, method="krylov")
     assert type(T.S).__module__.startswith("array_api_strict")
     np.testing.assert_allclose(np.asarray(T.S), np.linalg.svd(J, compute_uv=False)[..., :3], rtol=1e-12)
 
@@ -319,7 +319,7 @@ def test_operator_method_randomized_and_bad_method():
     D = top_singular(J, 3, method="randomized", oversample=2)
     for x, y in zip(T, D):
         np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-12)
-    with pytest.raises(ValueError, match=r"method must be one of \('auto', 'randomized'\)"):
+    with pytest.raises(ValueError, match=r"method must be one of \('randomized', 'krylov'\)"):
         top_singular_operator(*_ops(J), J.shape, 3, method="svd")
 
 
