@@ -228,3 +228,27 @@ def test_kill_9_during_a_serial_sweep_loses_only_the_run_in_progress(tmp_path):
     payload = json.loads(proc.stdout)
     assert payload["kept"] == len(rows) and payload["kept"] + payload["computed"] == 24
     assert not [p for p in tmp_path.iterdir() if ".ramodel-tmp." in p.name]
+
+
+@pytest.mark.faults
+def test_the_default_pool_stops_at_once_on_sigint_with_finished_rows_kept(tmp_path):
+    out = tmp_path / "p.csv"
+    script = ("import sys\nfrom ramodel.sweeps import sweep\n"
+              "if __name__ == '__main__':\n"
+              "    sweep(depths=range(4, 12), classes=3, widths=8, seeds=[0, 1, 2], out=sys.argv[1])\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        _wait_for_rows(out, 2, child)
+        os.kill(child.pid, signal.SIGINT)  # the parent only, as a scheduler or a user's kill would
+        _, stderr = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "KeyboardInterrupt" in stderr
+    done = _rows(out)
+    assert 2 <= len(done) < 24 and all(r["error"] == "" for r in done)
+    res = sweep(depths=sorted({int(r["depth"]) for r in done}), classes=3, widths=8, seeds=[0, 1, 2],
+                executor="serial", out=out)
+    assert res.kept == len(done)
