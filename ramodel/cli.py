@@ -25,7 +25,6 @@ did not converge, a ``sweep`` run failed, a proof failed); 2 bad input or an err
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import importlib
 import inspect
