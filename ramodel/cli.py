@@ -915,7 +915,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         from . import html_report
 
         title = "ramodel RA report: " + ", ".join(names)
-        html_report.write_html(html_report.analysis_page(list(zip(names, sets, reports)), title=title), html_path)
+        html_report.write_html(html_report.analysis_page(list(zip(names, sets, reports)), title=title,
+                                                         depth_scaling=scaling), html_path)
         payload["html"] = str(html_path)
     if args.json:
         _print(_json_text(payload))

@@ -272,15 +272,16 @@ def _fmt(v: Any) -> str:
 
 
 def _verdict(v: bool | None) -> str:
-    return "n/a" if v is None else ("holds" if v else "fails")
+    return "undetermined" if v is None else ("holds" if v else "fails")
 
 
-def ra_comparison_rows(reports: Sequence, names: Sequence[str]) -> list[tuple[str, ...]]:
+def ra_comparison_rows(reports: Sequence, names: Sequence[str], *, reasons: bool = False) -> list[tuple[str, ...]]:
     """Side-by-side table of several RA reports: one row per metric, one column per report.
 
     Returns a header row ``("measure", "threshold", *names)`` followed by one row per
-    metric present in any report (in the reports' order), then one row per verdict.
-    A value under a threshold test is suffixed ``(pass)`` / ``(FAIL)``.
+    metric present in any report (in the reports' order), then one row per verdict
+    (``holds``, ``fails`` or ``undetermined``) and, with ``reasons``, one row with each
+    verdict's reason. A value under a threshold test is suffixed ``(pass)`` / ``(FAIL)``.
 
     Examples
     --------
@@ -290,7 +291,7 @@ def ra_comparison_rows(reports: Sequence, names: Sequence[str]) -> list[tuple[st
     ...                "labels": np.array([0, 1]), "classes": 2})
     >>> rows = ra_comparison_rows([rep, rep], ["a", "b"])
     >>> rows[0], rows[-1]
-    (('measure', 'threshold', 'a', 'b'), ('RA4', 'verdict', 'holds', 'holds'))
+    (('measure', 'threshold', 'a', 'b'), ('RA4', 'verdict', 'undetermined', 'undetermined'))
     """
     if len(reports) != len(names):
         raise ValueError(f"give one name per report: {len(reports)} reports, {len(names)} names")
@@ -325,14 +326,39 @@ def ra_comparison_rows(reports: Sequence, names: Sequence[str]) -> list[tuple[st
                 props.append(p)
     for p in props:
         rows.append((p, "verdict", *(_verdict(rep.verdicts.get(p)) for rep in reports)))
+        if reasons:
+            rows.append((p, "reason", *(rep.reasons.get(p, "") for rep in reports)))
     return rows
+
+
+def depth_scaling_html(fit) -> str:
+    """HTML of one :class:`~ramodel.scaling.DepthScaling`: its models, the fit and the RA4 verdict."""
+    esc = html.escape
+    rows = [("model", "L", "sigma_bar_1", "L * sigma_bar_1", "equal-share CV")]
+    for i in sorted(range(len(fit.depths)), key=lambda i: fit.depths[i]):
+        cv = fit.equal_share_cv[i]
+        rows.append((fit.names[i], str(fit.depths[i]), _fmt(fit.sigma1[i]), _fmt(fit.L_sigma1[i]),
+                     "-" if cv is None else _fmt(cv)))
+    group = ", ".join(f"{k}={v}" for k, v in fit.group.items() if k != "source")
+    parts = [f"<p>{esc(group)}</p>", _table(rows)]
+    if fit.fit is not None:
+        f = fit.fit
+        parts.append(f"<p>slope b = {_fmt(f.slope)}, {100 * f.confidence:g}% CI [{_fmt(f.ci_low)}, "
+                     f"{_fmt(f.ci_high)}], R<sup>2</sup> = {_fmt(f.r2)}, n = {f.n}; accepted "
+                     f"{fit.slope_range[0]:g} &le; b &le; {fit.slope_range[1]:g}</p>")
+    cls = {True: "pass", False: "fail", None: "na"}[fit.verdict]
+    parts.append(f'<p>RA4 <span class="{cls}">{esc(_verdict(fit.verdict))}</span>: {esc(fit.reason)}</p>')
+    for why in fit.excluded:
+        parts.append(f"<p class=\"note\">excluded: {esc(why)}</p>")
+    return "".join(parts)
 
 
 def theory_comparison_rows(reports: Sequence, names: Sequence[str]) -> list[tuple[str, ...]]:
     """Side-by-side table of several theory reports: ``value [chance]`` per measure and report.
 
-    Returns a header row ``("theorem", "measure", "predicted", *names)`` and one row per
-    measure present in any report; the fitted comparisons (``fit``) come last.
+    Returns a header row ``("theorem", "measure", "predicted", *names)``, one row per
+    measure present in any report, one ``verdict`` row per theorem, and the fitted
+    comparisons (``fit``) last.
     """
     if len(reports) != len(names):
         raise ValueError(f"give one name per report: {len(reports)} reports, {len(names)} names")
@@ -344,7 +370,17 @@ def theory_comparison_rows(reports: Sequence, names: Sequence[str]) -> list[tupl
                     order.append((group, name))
     order.sort(key=lambda gn: gn[0] == "fit")
     rows = [("theorem", "measure", "predicted", *names)]
+    theorems: list[str] = []
+    for rep in reports:
+        for t in getattr(rep, "verdicts", {}):
+            if t not in theorems:
+                theorems.append(t)
+    verdict_rows = [(t, "verdict", "-", *(_verdict(rep.verdicts[t]) if t in rep.verdicts else "n/a"
+                                          for rep in reports)) for t in theorems]
     for group, name in order:
+        if group == "fit" and verdict_rows:  # the verdicts close the measures; the fit comes last
+            rows += verdict_rows
+            verdict_rows = []
         first = next(getattr(r, group)[name] for r in reports if name in getattr(r, group))
         pred = "n/a" if first.predicted is None else ("<= " if first.relation == "<=" else "") + _fmt(first.predicted)
         cells = []
@@ -355,7 +391,7 @@ def theory_comparison_rows(reports: Sequence, names: Sequence[str]) -> list[tupl
             else:
                 cells.append(_fmt(m.value) + ("" if m.chance is None else f" [{_fmt(m.chance)}]"))
         rows.append((first.theorem, name, pred, *cells))
-    return rows
+    return rows + verdict_rows
 
 
 def _table(rows: Sequence[Sequence[str]], *, marks: bool = False) -> str:
@@ -368,7 +404,7 @@ def _table(rows: Sequence[Sequence[str]], *, marks: bool = False) -> str:
                 cls = ' class="fail"'
             elif c.endswith("(pass)") or c == "holds":
                 cls = ' class="pass"'
-            elif c == "n/a":
+            elif c in ("n/a", "undetermined"):
                 cls = ' class="na"'
         return f"<td{cls}>{esc(c)}</td>"
 
@@ -435,7 +471,7 @@ def simulation_page(sim, *, report=None, figures=None, title: str | None = None,
 
 
 def analysis_page(entries: Sequence[tuple[str, Any, Any]], *, title: str = "ramodel RA report",
-                  dpi: int = 100) -> str:
+                  dpi: int = 100, depth_scaling: Sequence | None = None) -> str:
     """One page of RA reports for one or more models, side by side.
 
     Parameters
@@ -445,19 +481,24 @@ def analysis_page(entries: Sequence[tuple[str, Any, Any]], *, title: str = "ramo
         ``Simulation`` or a FORMAT.md mapping); it feeds the figures.
     title : str
     dpi : int, default 100
+    depth_scaling : sequence of DepthScaling, optional
+        RA4 across the entries' depths (:func:`ramodel.depth_scaling`), shown first.
 
     Returns
     -------
     str
-        A complete HTML document: a comparison table (with two or more entries), then
-        per entry its description, its metric table and its figures.
+        A complete HTML document: the RA4 depth fit (when given), a comparison table
+        (with two or more entries), then per entry its description, its metric table
+        and its figures.
     """
     if not entries:
         raise ValueError("entries must hold at least one (name, source, report)")
     body = []
+    for fit in depth_scaling or ():
+        body += ["<h2>RA4 across depths</h2>", depth_scaling_html(fit)]
     if len(entries) > 1:
         body += ["<h2>Side by side</h2>",
-                 _table(ra_comparison_rows([e[2] for e in entries], _names(entries)), marks=True)]
+                 _table(ra_comparison_rows([e[2] for e in entries], _names(entries), reasons=True), marks=True)]
     for name, source, report in entries:
         body.append(f"<h2>{html.escape(str(name))}</h2>")
         describe = getattr(source, "_repr_html_", None)

@@ -159,7 +159,7 @@ def test_comparison_rows_carry_the_values_and_verdicts(sim, jset):
             if c.passed is not None:
                 assert by_name[c.metric][col].endswith("(pass)" if c.passed else "(FAIL)")
         for p, v in rep.verdicts.items():
-            assert by_name[p][col] == {True: "holds", False: "fails", None: "n/a"}[v]
+            assert by_name[p][col] == {True: "holds", False: "fails", None: "undetermined"}[v]  # issue 15 wording
     assert by_name["across_inputs_left"][3] == "n/a"  # only per-input Jacobians have it
     with pytest.raises(ValueError, match="one name per report"):
         html_report.ra_comparison_rows(reports, ["a"])
