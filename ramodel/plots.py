@@ -55,7 +55,8 @@ def alignment_heatmap(K, *, title: str = "RA2: alignment K[i, j]", vmax: float |
     return fig
 
 
-def depth_scaling(depths, sigma1, *, slope=None, intercept=None, ci=None, label: str = "models") -> Figure:
+def depth_scaling(depths, sigma1, *, slope=None, intercept=None, ci=None, label: str = "models", predicted=None,
+                  predicted_label: str = "T7 prediction") -> Figure:
     """RA4: mean top singular value against depth on log-log axes, with the fitted slope.
 
     Parameters
@@ -68,6 +69,11 @@ def depth_scaling(depths, sigma1, *, slope=None, intercept=None, ci=None, label:
     ci : (float, float), optional
         Confidence interval of the slope, shown in the legend.
     label : str
+    predicted : (array, array), optional
+        ``(depths, sigma1)`` of a predicted curve drawn beside the measured points, e.g.
+        ``(L, ramodel.depth_law.predicted_sigma1(L, branch_factors=1, ...))``.
+    predicted_label : str
+        Legend entry of the predicted curve.
 
     Returns
     -------
@@ -77,6 +83,12 @@ def depth_scaling(depths, sigma1, *, slope=None, intercept=None, ci=None, label:
     sigma1 = np.asarray(to_numpy(sigma1), dtype=float)
     if depths.shape != sigma1.shape or depths.ndim != 1:
         raise ValueError(f"depths and sigma1 must be 1-D of equal length, got {depths.shape} and {sigma1.shape}")
+    if predicted is not None:
+        if not (isinstance(predicted, tuple | list) and len(predicted) == 2):
+            raise ValueError("predicted must be a pair (depths, sigma1) of 1-D arrays of equal length")
+        pL, ps = (np.asarray(to_numpy(a), dtype=float) for a in predicted)
+        if pL.shape != ps.shape or pL.ndim != 1:
+            raise ValueError(f"predicted must be a pair of 1-D arrays of equal length, got {pL.shape} and {ps.shape}")
     fig = Figure(figsize=(4.8, 3.8))
     ax = fig.add_subplot()
     ax.loglog(depths, sigma1, "o", label=label)
@@ -84,6 +96,8 @@ def depth_scaling(depths, sigma1, *, slope=None, intercept=None, ci=None, label:
     if slope is not None and intercept is not None:
         text = f"fit: slope {slope:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "")
         ax.loglog(L, np.exp(intercept) * L**slope, "-", label=text)
+    if predicted is not None:
+        ax.loglog(pL, ps, "--", label=predicted_label)
     ax.loglog(L, sigma1[0] * depths[0] / L, ":", color="gray", label="1/L reference")
     ticks = np.unique(depths)
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
