@@ -231,7 +231,7 @@ examples:
 
 --protocol terminal fills every training option not given with defaults measured to reach the
 regime where weight decay has removed the initialisation (ramodel.training.PROTOCOLS: 3000
-steps, batch 256, lr 0.1, warmup 150, weight decay 1e-2, gradient clip 5); the short default
+steps, batch 256, lr 0.1, warmup 5% of the steps, weight decay 1e-2, gradient clip 5); the short default
 protocol leaves the branch weights at cosine ~0.95 with their initial values, and RA measured
 then measures the initialisation (train.json: init_cosine; a warning above 0.5).
 
@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float, help="weight decay (default 5e-4; terminal 1e-2)")
     g.add_argument("--schedule", help="cosine, step or constant (default cosine)")
-    g.add_argument("--warmup", type=int, help="linear warmup steps (default 0; terminal 150)")
+    g.add_argument("--warmup", type=int, help="linear warmup steps (default 0; terminal 5%% of the steps)")
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm (default none; terminal 5)")
     g.add_argument("--decoupled-decay", action=argparse.BooleanOptionalAction, default=None,
                    help="decoupled weight decay w <- (1 - lr wd) w instead of L2 in the gradient (default off)")

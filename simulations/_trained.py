@@ -67,7 +67,9 @@ def train_export(cfg: dict, *, timer: Timer | None = None):
     """Train one network of configuration ``cfg`` and export its Jacobians.
 
     ``cfg`` keys: data, classes, depth, skip, width, epochs, lr, weight_decay, batch_size,
-    n_eval, seed. Returns ``(net, dataset, train_result or None, jset or None, error)``;
+    n_eval, seed; optional ``protocol`` (``"terminal"``: :data:`ramodel.training.PROTOCOLS`,
+    length ``steps`` instead of ``epochs``; ``cfg["init_cosine"]`` records the final cosine of
+    the branch weights with their initialisation). Returns ``(net, dataset, train_result or None, jset or None, error)``;
     a run whose loss became NaN/Inf gives ``error = "diverged"`` and no Jacobians.
     """
     import torch
@@ -86,10 +88,16 @@ def train_export(cfg: dict, *, timer: Timer | None = None):
     for lr in (cfg["lr"], cfg["lr"] / 5):
         net = ResidualMLP(ds.x_train.shape[1], ds.classes, width=cfg["width"], depth=cfg["depth"],
                           skip=cfg["skip"], seed=cfg["seed"], init_seed=cfg["seed"], bias=False)
+        if cfg.get("protocol") == "terminal":
+            length = {"protocol": "terminal", "steps": cfg.get("steps")}
+        else:
+            length = {"epochs": cfg["epochs"]}
         try:
-            with timer("train"):
-                res = train(net, ds, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=lr,
+            with timer("train"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # InitialisationWarning: init_cosine is recorded
+                res = train(net, ds, **length, batch_size=cfg["batch_size"], lr=lr,
                             weight_decay=cfg["weight_decay"], seed=cfg["seed"], progress=False)
+            cfg["init_cosine"] = res.init_cosine
             cfg["lr_used"] = lr
             break
         except DivergenceError:

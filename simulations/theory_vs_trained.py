@@ -12,14 +12,18 @@ Default grid (18 networks, about 10 minutes on 2 busy cores): ``digits`` and ``m
 ``--quick`` (under a minute, run by the test): ``digits`` with C = 5, depths 2 and 4,
 identity and none, 3 epochs, 30 evaluation inputs, 2 chance draws.
 
-Networks: bias-free :class:`ramodel.nets.ResidualMLP`, width 32, ReLU branches; SGD
-(momentum 0.9, cosine, batch 64, weight decay 5e-4), 30 epochs on digits and 15 on
-mnist5k; lr 0.05, except lr 0.01 without skips (lr 0.05 leaves a skip-free net of depth 8
-at chance; see ``trained_resnets.py``); a run that diverges is restarted once at lr / 5
+Networks: bias-free :class:`ramodel.nets.ResidualMLP`, width 32, ReLU branches. Training
+(``--protocol``): ``terminal`` (default, issue 16): ``ramodel.training.PROTOCOLS["terminal"]``,
+3000 SGD steps, batch 256, lr 0.1 (warmup 5 %, cosine), momentum 0.9, weight decay 1e-2,
+gradient clip 5, for every skip, long enough that weight decay has removed the random
+initialisation (column ``init_cosine``); ``short``: the earlier protocol (momentum 0.9,
+cosine, batch 64, weight decay 5e-4, 30 epochs on digits and 15 on mnist5k; lr 0.05,
+except lr 0.01 without skips), whose nets sat at chance. ``--quick`` trains 300 steps
+(terminal) or 3 epochs (short). A run that diverges is restarted once at lr / 5
 (column ``lr_used``). The target is >= 95% training accuracy; the table
 says where it was not reached, and those rows are kept. Jacobians of 100 test
-inputs (a seeded random subset of the test split) are exported dense. ``check_theory`` gets ``weight_decay=(5e-4, 5e-4)``, the
-network's own (PyTorch's coupled L2 on every weight; the classifier's bias is ignored),
+inputs (a seeded random subset of the test split) are exported dense. ``check_theory`` gets ``weight_decay=(wd, wd)``, the
+network's own (1e-2 terminal, 5e-4 short) (PyTorch's coupled L2 on every weight; the classifier's bias is ignored),
 so ``closed_form_error`` and ``classifier_residual`` are measured. The fitted UJM uses
 ``fit_ujm``'s defaults (MSE loss, weight decays (1e-2, 1e-2) as in MODEL.md's measured
 facts, tolerance 1e-10; ``init_scale=1`` for two factors, whose default start fell to
@@ -51,16 +55,24 @@ from _common import out_dir, parser
 from _trained import Timer, fmt, markdown_table, train_export, write_csv
 
 WIDTH = 32
-WEIGHT_DECAY = 5e-4
+WEIGHT_DECAY = 5e-4  # of the short protocol
 EPOCHS = {"digits": 30, "mnist5k": 15}
 SKIPS = ("identity", "none", "orthogonal")
 MEASURES = ("numerical_rank", "energy_top_C", "chain_residual", "classifier_residual", "asymmetry", "depth_spread",
             "psd_defect", "closed_form_error", "gain_share_error", "linearity", "skip_asymmetry")
 
 
-def grid(quick: bool, n_eval: int) -> list[dict]:
+def grid(quick: bool, n_eval: int, protocol: str = "terminal") -> list[dict]:
+    from ramodel.training import PROTOCOLS
+
+    TERMINAL = PROTOCOLS["terminal"]  # read from the library, so the two cannot drift apart
+
     def cfg(data, depth, skip, classes=10, epochs=None, n=n_eval):
-        return dict(data=data, depth=depth, skip=skip, classes=classes, width=WIDTH,
+        if protocol == "terminal":
+            return dict(data=data, depth=depth, skip=skip, classes=classes, width=WIDTH, protocol="terminal",
+                        epochs=None, steps=300 if quick else TERMINAL["steps"], lr=TERMINAL["lr"],
+                        weight_decay=TERMINAL["weight_decay"], batch_size=TERMINAL["batch_size"], n_eval=n, seed=0)
+        return dict(data=data, depth=depth, skip=skip, classes=classes, width=WIDTH, protocol="short",
                     epochs=EPOCHS[data] if epochs is None else epochs, lr=0.01 if skip == "none" else 0.05,
                     weight_decay=WEIGHT_DECAY, batch_size=64, n_eval=n, seed=0)
 
@@ -75,13 +87,14 @@ def run_one(cfg: dict, out, chance_draws: int) -> dict:
     timer = Timer()
     net, ds, res, jset, err = train_export(cfg, timer=timer)
     row = {"data": cfg["data"], "depth": cfg["depth"], "skip": cfg["skip"], "C": cfg["classes"],
-           "lr": cfg["lr"], "epochs": cfg["epochs"]}
+           "lr": cfg["lr"], "protocol": cfg.get("protocol", "short"), "epochs": cfg["epochs"],
+           "steps": cfg.get("steps")}
     if err is not None:
         row.update(status=err, train_acc=float("nan"), test_acc=float("nan"))
         return row
     row["lr_used"] = cfg["lr_used"]
     row.update(status="ok", train_acc=res.final_train_accuracy, test_acc=res.final_test_accuracy,
-               reached_95=bool(res.final_train_accuracy >= 0.95))
+               reached_95=bool(res.final_train_accuracy >= 0.95), init_cosine=res.init_cosine, steps=res.steps)
     fits = {}
     for k in (1, 2):
         with timer(f"fit{k}"), warnings.catch_warnings(record=True) as caught:
@@ -177,20 +190,24 @@ def _figures(rows, out):
     fig.savefig(out / "theory_vs_chance.png", dpi=110)
 
 
-COLUMNS = ["data", "depth", "skip", "lr_used", "train_acc", "test_acc", "fit1_converged", "fit2_converged"]
+COLUMNS = ["data", "depth", "skip", "protocol", "lr_used", "train_acc", "test_acc", "init_cosine", "fit1_converged",
+           "fit2_converged"]
 
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--n-eval", type=int, default=100, help="test inputs whose Jacobians are exported")
     p.add_argument("--chance-draws", type=int, default=None, help="baseline draws (default 8; 2 with --quick)")
+    p.add_argument("--protocol", choices=("terminal", "short"), default="terminal",
+                   help="training: 'terminal' (ramodel.training.PROTOCOLS, weight decay removes the init; default) "
+                        "or 'short' (the earlier 15-30 epochs at weight decay 5e-4)")
     args = p.parse_args(argv)
     out = out_dir(args.out)
     (out / "theory").mkdir(exist_ok=True)
     draws = args.chance_draws if args.chance_draws is not None else (2 if args.quick else 8)
     t0w, t0c = time.perf_counter(), time.process_time()
     rows = []
-    for cfg in grid(args.quick, args.n_eval):
+    for cfg in grid(args.quick, args.n_eval, args.protocol):
         row = run_one(cfg, out, draws)
         rows.append(row)
         print(f"[{len(rows)}] {row['data']} L={row['depth']} {row['skip']}: {row['status']} train "

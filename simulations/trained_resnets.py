@@ -1,4 +1,10 @@
-"""RA in trained fully connected ResNets, with its counterfactuals (issue 6).
+"""RA in trained fully connected ResNets, with its counterfactuals (issue 6), under the short protocol.
+
+This is the short-protocol study whose null result ``simulations/RESULTS_trained.md`` keeps
+as its first row: 15-30 epochs at weight decay 5e-4 leave the branch weights at cosine
+about 0.95 with their random initialisation, and every RA measure at chance. The
+reproduction of the paper, with the protocol that reaches the terminal regime, is
+``simulations/reproduce_ra.py`` (issue 16).
 
 Trains bias-free :class:`ramodel.nets.ResidualMLP` networks (width 32, ReLU branches
 ``W_2 relu(W_1 h)``, no normalisation) and measures RA1-RA4 and neural collapse on their

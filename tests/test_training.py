@@ -211,7 +211,7 @@ def test_progress_bar_only_when_interactive(small, capsys, monkeypatch):
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"momentum": 1.0}, ValueError, r"momentum must be in \[0, 1\)"),
         ({"weight_decay": -1.0}, ValueError, "weight_decay"),
-        ({"schedule": "linear"}, ValueError, r"schedule must be one of \('cosine', 'step'\)"),
+        ({"schedule": "linear"}, ValueError, r"schedule must be one of \('cosine', 'step', 'constant'\)"),
         ({"loss": "hinge"}, ValueError, "loss must be one of"),
         ({"seed": -1}, ValueError, "seed"),
         ({"progress": "yes"}, TypeError, "progress"),
