@@ -1,4 +1,4 @@
-"""SymPy derivations of the theorems of spec/MODEL.md (§2 gradient, T1-T6).
+"""SymPy derivations of the theorems of spec/MODEL.md (§2 gradient, T1-T10).
 
 One module per theorem; each exposes ``prove(*, numerical=True) -> ProofResult``.
 Exact claims are decided (free-algebra normal forms, ``sympy.cancel``, exact

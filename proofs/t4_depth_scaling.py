@@ -19,9 +19,8 @@ What is proven, exactly:
   ``|L(p^{1/L} - 1) - log p| <= (log p)^2 e^{|log p|/L} / (2L)`` is Lagrange's form of
   Taylor's theorem (stated; checked numerically).
 
-Not proven (measured only, MODEL.md §3): that the optimal P itself grows slowly with L
-for k = 1 (L sigma_1 ~ log L) and converges for k = 2. This module does not prove or
-re-measure those statements; see proofs/README.md.
+How the optimal P itself depends on L (k = 1: L sigma_1 = Theta(log L); k = 2: converges)
+is T7 (:mod:`proofs.t7_depth_law`), proven there for the reduced problem.
 """
 
 from __future__ import annotations
@@ -139,7 +138,7 @@ def prove(*, numerical: bool = True) -> ProofResult:
     log = ProofLog("T4", "sigma_i(J) = p_i^{1/L} - 1, L sigma_i -> log p_i (fixed P)")
     _matrix_part(log)
     _limit_part(log)
-    log.note("not proven: how the optimal P depends on L (k = 1 growth ~ log L, k = 2 convergence); measured only")
+    log.note("how the optimal P depends on L is T7 (proofs/t7_depth_law.py): proven for the reduced problem")
     if numerical:
         check_limit(log)
         log.claim("|L(p^{1/L}-1) - log p| within Lagrange's bound for p in {0.3, 1, 2.5, 40}, L up to 2^20",
