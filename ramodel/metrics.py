@@ -52,8 +52,18 @@ Choosing k
 RA2 compares top-k subspaces, which are well defined only when ``sigma_k > sigma_{k+1}``.
 With ``k > rank J`` the extra directions are an arbitrary basis of the null space and
 the alignments partly measure that arbitrary choice (dense Jacobians and factors from
-the same ``top_singular`` call still agree exactly). ``analyze`` uses ``k = C``,
-which matches RA3's rank bound.
+the same ``top_singular`` call still agree exactly). ``analyze`` takes k from the data:
+``k = C`` (``C - 1`` for cross-entropy), never above the median numerical rank, and it
+leaves out (and counts) matrices whose k-th and (k+1)-th singular values tie at
+rounding level (:mod:`ramodel.report`).
+
+Scale
+-----
+Jacobians whose squares would overflow or underflow (outside ``[tiny**0.25,
+max**0.25]`` of their dtype) are divided by a power of two before any product, which is
+exact, so every metric except ``sigma1_mean`` (and the per-layer ``sigma_1`` detail,
+multiplied back) is unchanged by a global scale. float16 arrays are computed in float32
+(LAPACK has no half precision).
 
 Examples
 --------
