@@ -707,7 +707,9 @@ def analyze(source: Any, *, classes: int | None = None, labels: Any = None, k: i
     else:
         k = check_int("k", k, minimum=1, maximum=min(d, st.kf))
         k_rule = "k given by the caller"
-    eps = _m._eps(st.S)
+    # Rounding level of the data as given: float16 input is computed in float32 but was
+    # rounded at float16's eps.
+    eps = float(np.finfo(np.float16).eps) if st.upcast_from == "float16" else _m._eps(st.S)
     if st.kf > k:
         gap = S_host[..., k - 1] - S_host[..., k]
         tied = gap <= thresholds.tie_factor * math.sqrt(d) * eps * S_host[..., 0]

@@ -1775,7 +1775,7 @@ def _theorem_verdicts(src: _Source, measures, unavailable, tol: float) -> tuple[
         elif any(m.predicted is None for m in mine):
             m = next(m for m in mine if m.predicted is None)
             why = f"the theorem predicts nothing for this model (it needs: {m.condition})"
-        elif t == "T1" and min(src.classes, src.d) >= src.d and mine[0].predicted >= src.d:
+        elif t == "T1" and (src.classes - 1 if src.loss == "cross_entropy" else src.classes) >= src.d:
             why = f"C = {src.classes} >= d = {src.d}: rank <= C holds for any matrix"
         else:
             blind = [m for m in mine if t != "T1" and m.chance is not None
