@@ -173,10 +173,13 @@ def _canonical(value: Any) -> Any:
         return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
-    try:  # numpy scalars
-        return _canonical(value.item())
-    except AttributeError:
-        return str(value)
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        with contextlib.suppress(Exception):
+            v = tolist()
+            if not hasattr(v, "tolist"):
+                return _canonical(v)
+    return str(value)
 
 
 def run_key(config: Mapping[str, Any]) -> str:
@@ -773,6 +776,10 @@ def sweep(
         row = _plain(row)
         if row.get("converged") is False and not row.get("error") and not allow_unconverged:
             gn, tol = row.get("grad_norm"), configs[i].get("tol")
+            if tol is None:
+                from .simulation import DEFAULT_TOL
+
+                tol = DEFAULT_TOL.get(configs[i].get("dtype") or "float64")
             row["error"] = (f"{NOT_CONVERGED}: |grad Phi| = {gn:.3g} did not reach tol"
                             + (f" {tol:g}" if isinstance(tol, (int, float)) else "")
                             + f" after {row.get('steps')} steps ({row.get('message', 'no message')}); "

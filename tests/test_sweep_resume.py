@@ -208,7 +208,7 @@ def test_cli_sweep_stops_at_once_on_sigint_keeps_rows_and_resumes(tmp_path):
 def test_kill_9_during_a_serial_sweep_loses_only_the_run_in_progress(tmp_path):
     out = tmp_path / "s.csv"
     args = [sys.executable, "-m", "ramodel.cli", "sweep", *map(str, SLOW_GRID), "--out", str(out), "--workers", "1"]
-    for kill in range(3):
+    for _ in range(3):
         child = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
         try:
