@@ -1,16 +1,17 @@
 """T7, the depth law: how the optimal per-layer gain sigma_1(L) scales with depth.
 
 Setting (the *reduced problem*). Identity skips, MSE, orthogonal class means
-``x_c = m e_c`` with no within-class noise. On the symmetric critical points of T3
-(``J_l = J`` for all l) with the class-symmetric ansatz ``J = s Q Q^T``, ``W = w Q^T``
-(Q the d x C matrix of the mean directions), Phi is C times the per-mode function
+``x_c = m e_c`` with no within-class noise (any number of copies per class). On the
+symmetric critical points of T3 (``J_l = J`` for all l, which T9 shows is where every
+global minimiser lies) with the class-symmetric ansatz ``J = s Q Q^T``, ``W = w Q^T``
+(Q the d x C matrix of the mean directions), Phi equals
 
-    phi(s, w) = (1/2)(w p x - y)^2 / C ... written per mode as
     phi(s, w) = (1/2)(w p x - y)^2 + a L pen(s) + (b/2) w^2,   p = (1 + s)^L,
 
 with ``x = m``, ``y = 1``, ``a = C lambda_J``, ``b = C lambda_W`` and ``pen(s) = s^2/2``
-(k = 1) or ``|s|`` (k = 2: the balanced two-factor penalty). Eliminating w (a ridge
-problem) and writing ``t = log p`` gives
+(k = 1) or ``|s|`` (k = 2: the balanced two-factor penalty). Its s- and w-derivatives are
+those of the full §2 gradient along the ansatz (checked from :mod:`proofs.gradient`).
+Eliminating w (a ridge problem) and writing ``t = log p`` gives
 
     F_L(t) = D(t) + (a/2) L (e^{t/L} - 1)^2   (k = 1),    F_L(t) = D(t) + a L (e^{t/L} - 1)   (k = 2),
     D(t) = (y^2/2) b / (q + b),  q = x^2 e^{2t},    sigma_1 = e^{t/L} - 1.
@@ -47,6 +48,7 @@ import numpy as np
 import sympy as sp
 
 from . import _numerics as nm
+from . import gradient
 from ._exact import ProofLog, ProofResult, require, require_scalar_zero
 
 __all__ = [
@@ -65,6 +67,7 @@ t, x, y, a, b = sp.symbols("t x y a b", positive=True)
 Lsym = sp.Symbol("L", positive=True)
 w, q, s = sp.symbols("w q s", real=True)
 T = sp.Symbol("T", positive=True)
+C_sym = sp.Symbol("C", positive=True)
 D_expr = y**2 / 2 * b / (x**2 * sp.exp(2 * t) + b)
 #: The reduced objectives F_L(t) for k = 1 and k = 2 (t = log p >= 0).
 F_expr = {
@@ -106,6 +109,37 @@ def _reduction(log: ProofLog) -> None:
         require_scalar_zero(F_expr[k].subs(t, 0) - D_expr.subs(t, 0), f"F_L(0) = D(0) (k = {k})")
     log.claim("F_L'(t) = -y^2 b q/(q+b)^2 + a (e^{t/L}-1) e^{t/L} (k = 1), -y^2 b q/(q+b)^2 + a e^{t/L} (k = 2)",
               "all sizes", "sympy.diff compared by cancel")
+
+
+def _link_to_gradient(log: ProofLog) -> None:
+    """The reduced objective's derivatives are the full §2 gradient along the ansatz."""
+    from sympy import MatrixSymbol
+
+    from ._exact import nc_terms
+
+    dd, CC, NN = gradient.d, gradient.C, gradient.N
+    al, be, ga, sv = sp.symbols("alpha beta gamma s", positive=True)
+    Wq, Gq, Hq = MatrixSymbol("Qt", CC, dd), MatrixSymbol("I_C", CC, NN), MatrixSymbol("Q", dd, NN)
+    # A_{>l} = (1+s)^{L-l} I, W = w Q^T, G = (w p m - 1) I_C / N, H_{l-1} = (1+s)^{l-1} m Q  (N = C, one point per class)
+    g = gradient.data_grad_at(al * sp.Identity(dd), w * Wq, ga * Gq, be * Hq)
+    terms = nc_terms(g)
+    require(set(terms) == {(("Qt", True), ("I_C", False), ("Q", True))}, "data gradient is a multiple of Q Q^T")
+    coef = list(terms.values())[0]
+    p_ = (1 + sv) ** Lsym
+    # <g_l, Q Q^T> = C coef; alpha beta = (1+s)^{L-1} m for every l, gamma = (w p m - 1)/C; sum over the L layers:
+    dphi_ds = Lsym * C_sym * coef.subs({al: 1, be: (1 + sv) ** (Lsym - 1) * x, ga: (w * p_ * x - 1) / C_sym}) \
+        + Lsym * C_sym * sp.Symbol("lambda_J") * sv
+    phi = (w * p_ * x - 1) ** 2 / 2 + C_sym * sp.Symbol("lambda_J") * Lsym * sv**2 / 2 + b * w**2 / 2
+    require_scalar_zero(sp.expand_power_exp(dphi_ds - sp.diff(phi, sv)), "d phi/ds = sum_l <grad_{J_l} Phi, Q Q^T>")
+    gw = gradient.grad_W_expr.subs({gradient.G: ga * Gq, gradient.HL: be * Hq})
+    tw = nc_terms(gw)
+    require(set(tw) == {(("I_C", False), ("Q", True))}, "grad_W Phi_data is a multiple of Q^T")
+    dphi_dw = C_sym * list(tw.values())[0].subs({be: p_ * x, ga: (w * p_ * x - 1) / C_sym}) + b * w
+    require_scalar_zero(dphi_dw - sp.diff(phi, w), "d phi/dw = <grad_W Phi, Q^T>")
+    log.claim("k = 1: along the ansatz J_l = s Q Q^T, W = w Q^T (orthogonal means, one point per class), "
+              "d phi/ds = sum_l <grad_{J_l} Phi, Q Q^T> and d phi/dw = <grad_W Phi, Q^T> with the §2 gradient: the reduced problem's stationarity is the "
+              "full model's, restricted to the ansatz (any C, L)", "all sizes",
+              "proofs.gradient.data_grad_at in the free algebra + cancel; Q^T Q = I_C substituted")
 
 
 def _k1(log: ProofLog) -> None:
@@ -269,6 +303,7 @@ def prove(*, numerical: bool = True) -> ProofResult:
     """Prove the depth law of the reduced problem; compare with brute force and simulations."""
     log = ProofLog("T7", "depth law: L sigma_1 = Theta(log L) (k=1), -> const (k=2), reduced problem")
     _reduction(log)
+    _link_to_gradient(log)
     _k1(log)
     _k2(log)
     log.note("scope: proven for the reduced (per-mode, orthogonal-means, MSE) problem")

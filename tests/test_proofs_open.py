@@ -152,3 +152,17 @@ def test_t10_balancedness_on_other_runs():
                 dict(depth=2, classes=2, width=4, branch_factors=3, seed=5, init_scale=0.5)):
         sim = nm.converged(**cfg)
         assert np.max(t10_two_factor.balancedness_residuals(sim)) <= nm.tolerance(sim)
+
+
+@pytest.mark.slow
+def test_t8_trained_binary_net_steps_within_the_bound():
+    pytest.importorskip("torch")
+    from proofs import evidence_t8_trained
+
+    m = evidence_t8_trained.measure(depth=6, width=16, steps=3000, seed=0)
+    assert m["test_accuracy"] > 0.95
+    # T8's hypotheses hold approximately after terminal-phase training ...
+    assert np.median(m["rank_one"]) < 1e-2 and np.median(m["uv"]) > 0.99 and np.median(m["uu"]) > 0.99
+    assert np.median(m["line_defect"]) < 1e-2
+    # ... and the measured max/min step ratio stays within the proven bound (up to that approximation)
+    assert np.mean(m["ratio"] <= 1.02 * m["bound"]) >= 0.9
