@@ -1,47 +1,83 @@
-"""Benchmark ``ramodel.spectra.top_singular`` against a full batched SVD (issue 7).
+"""Benchmark ``ramodel.spectra.top_singular`` against its peers (issues 7 and 20).
 
-For each test stack, times ``xp.linalg.svd(J, full_matrices=False)`` (the baseline,
-measured in the same run) and ``top_singular(J, k, method=...)`` for every method,
-and reports the speed-up and the accuracy against the baseline's top-k triplets.
-Extra rows (``--fixed-q``) time ``method="randomized"`` with a fixed number of power
-iterations and no residual test (the "for best performance" setting).
+Two suites, both measured in one process with every baseline and peer timed in the same
+run, interleaved (one call of each method per round, median over ``--repeats`` rounds after
+``--warmup`` rounds), so load from other jobs on a shared machine hits all methods alike.
 
-Test stacks (``batch`` matrices of ``size x size``, built on the host from ``--seed``):
+``--suite peers`` (default, issue 20): top-``k`` triplets of stacks of ``batch`` matrices of
+``size x size`` (float64) by
 
-* ``jacobian``: Jacobian-like, ``J = U diag(s) V^T`` with Haar ``U``, ``V``: a rank-10
-  signal ``s_i = 0.8^i`` (i < 10) over a decaying tail ``s_{10+j} = 0.01 exp(-j/50)``;
-* ``gaussian``: full-rank Gaussian ``G / sqrt(size)``, whose flat spectrum is the
-  hard case for randomized methods.
+* ``numpy.linalg.svd(J, full_matrices=False)`` (the baseline of every speed-up);
+* ``ramodel`` ``top_singular(J, k)`` (``method="auto"``: certified block Krylov with
+  per-matrix exact fallback);
+* ``scipy.sparse.linalg.svds(J[i], k)`` (ARPACK), one matrix at a time;
+* ``sklearn.utils.extmath.randomized_svd(J[i], k, random_state=0)``, one matrix at a time;
+* ``fbpca.pca(J[i], k, raw=True)`` (Li, Kluger and Tygert's Algorithm 971), one at a time;
+
+on the stacks
+
+* ``gapped``: ``J = U diag(s) V^T`` with Haar ``U``, ``V``, ``s_1..s_10`` evenly from 1 to
+  0.5, then ``s_{10+i} = 0.05 exp(-i/30)`` (i = 0, 1, ...);
+* ``nogap``: ``s_i = exp(-i/8)`` (i = 0, 1, ...);
+* ``trained``: residual Jacobians ``d F_l / d h`` of a ``ramodel.nets.ResidualMLP``
+  (width ``size``) trained for a few seconds on the digits data set, at ``batch / depth``
+  test inputs, exported with ``ramodel.torch.export_jacobians`` (or loaded with
+  ``--jacobians FILE``, a ``FORMAT.md`` file with dense Jacobians);
+
+at every thread count of ``--threads`` (set with ``threadpoolctl`` around each call; the
+peers loop over matrices in Python, ``svd`` and ``ramodel`` make batched calls).
+
+``--suite operator``: ``top_singular_operator(..., method="krylov")`` against ARPACK ``svds``
+on a ``scipy.sparse.linalg.LinearOperator``, on the Jacobian of a small conv block
+``x -> conv2(relu(conv1 x))`` (``--channels`` channels, ``--hw`` square maps, 3x3 kernels,
+no bias) at ``--operators`` random inputs: ``J = C2 diag(relu'(C1 x)) C1``, applied with
+``torch`` convolutions (``J^T`` with transposed convolutions), exact, never formed.
+The reference singular values come from the dense Jacobian (formed once, untimed).
+
+``--suite methods``: the issue-7 table, every ``method`` of ``top_singular`` against the SVD.
+
+Columns: ``CPU s`` is ``time.process_time`` (all threads of the process), ``wall s``
+``time.perf_counter``, both medians; ``x svd`` the CPU-time speed-up over
+``numpy.linalg.svd``; ``err S`` the largest relative error ``|S_i - s_i| / s_1`` over
+``i <= k`` and the stack; ``sinT`` the largest sine of the principal angles between the
+top-k left and right subspaces and the exact ones; ``res`` the largest
+``sqrt(|J v - s u|^2 + |J^T u - s v|^2) / s_1``.
 
 Usage::
 
-    python benchmarks/bench_spectra.py                       # NumPy, 64 x 512 x 512, k = 10
-    python benchmarks/bench_spectra.py --backend cupy        # same on the GPU
-    python benchmarks/bench_spectra.py --batch 8 --size 128 --repeats 2   # quick
+    python benchmarks/bench_spectra.py --threads 1,2            # the issue-20 table
+    python benchmarks/bench_spectra.py --suite operator --threads 1,2
+    python benchmarks/bench_spectra.py --batch 8 --size 128 --repeats 1 --stacks gapped   # quick
 
-Timing: ``--warmup`` untimed calls, then the median (and min-max) of ``--repeats``
-calls; on CuPy every call is followed by a device synchronisation.
-Accuracy columns: ``err S`` = max relative error of the top-k singular values;
-``sinT`` = max over matrices of the sine of the largest principal angle between the
-top-k left (and right) subspaces and the baseline's; ``res`` = max of
-``|J v_i - s_i u_i|, |J^T u_i - s_i v_i|`` (combined) divided by ``s_1``.
+The peers are benchmark-only dependencies: ``pip install -e ".[bench]"``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from ramodel.backend import get_namespace, to_numpy
-from ramodel.spectra import METHODS, top_singular, triplet_residual
+from ramodel.spectra import (
+    METHODS,
+    TopSingular,
+    top_singular,
+    top_singular_operator,
+    triplet_residual,
+)
 
-STACKS = ("jacobian", "gaussian")
+PEER_STACKS = ("gapped", "nogap", "trained")
+METHOD_STACKS = ("jacobian", "gaussian")
+ACCURATE = 1e-8  # "within 1e-8 relative of exact" (issue 20): err S <= this
+VECTORS_ACCURATE = 1e-6  # subspaces within this sine of the exact ones
 
 
 # ----------------------------------------------------------------------------- machine
@@ -65,17 +101,28 @@ def machine_lines(xp) -> list[str]:
         f"- Python {platform.python_version()}, NumPy {np.__version__}",
     ]
     try:
+        load = os.getloadavg()
+        lines.append(f"- load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min)")
+    except OSError:
+        pass
+    try:
         from threadpoolctl import threadpool_info
 
         for info in threadpool_info():
             if info.get("user_api") == "blas":
                 lines.append(
                     f"- BLAS: {info.get('internal_api')} {info.get('version')} "
-                    f"({info.get('architecture')}, {info.get('num_threads')} threads)"
+                    f"({info.get('architecture')}, {info.get('num_threads')} threads by default)"
                 )
     except ImportError:
         blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
         lines.append(f"- BLAS: {blas.get('name')} {blas.get('version')}")
+    for name in ("scipy", "sklearn", "fbpca", "torch"):
+        try:
+            mod = __import__(name)
+            lines.append(f"- {name} {getattr(mod, '__version__', '?')}")
+        except ImportError:
+            lines.append(f"- {name}: not installed")
     if xp.__name__.startswith("cupy"):
         dev = xp.cuda.Device()
         props = xp.cuda.runtime.getDeviceProperties(dev.id)
@@ -100,16 +147,69 @@ def jacobian_spectrum(d: int, signal_rank: int = 10) -> np.ndarray:
     return np.concatenate([signal, tail])
 
 
-def make_stack(kind: str, batch: int, size: int, seed: int) -> np.ndarray:
-    """A host float64 stack (batch, size, size) of the named kind."""
+def peer_spectrum(kind: str, d: int) -> np.ndarray:
+    if kind == "gapped":
+        return np.concatenate([np.linspace(1.0, 0.5, 10), 0.05 * np.exp(-np.arange(d - 10) / 30)])
+    if kind == "nogap":
+        return np.exp(-np.arange(d) / 8)
+    raise ValueError(kind)
+
+
+def _from_spectrum(s: np.ndarray, batch: int, size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
+    U, V = _haar(rng, batch, size), _haar(rng, batch, size)
+    return np.ascontiguousarray((U * s) @ np.swapaxes(V, -1, -2))
+
+
+def make_stack(kind: str, batch: int, size: int, seed: int) -> np.ndarray:
+    """A host float64 stack (batch, size, size) of the named synthetic kind."""
     if kind == "jacobian":
-        s = jacobian_spectrum(size)
-        U, V = _haar(rng, batch, size), _haar(rng, batch, size)
-        return np.ascontiguousarray((U * s) @ np.swapaxes(V, -1, -2))
+        return _from_spectrum(jacobian_spectrum(size), batch, size, seed)
+    if kind in ("gapped", "nogap"):
+        return _from_spectrum(peer_spectrum(kind, size), batch, size, seed)
     if kind == "gaussian":
-        return rng.standard_normal((batch, size, size)) / np.sqrt(size)
-    raise ValueError(f"stack must be one of {STACKS}, got {kind!r}")
+        return np.random.default_rng(seed).standard_normal((batch, size, size)) / np.sqrt(size)
+    raise ValueError(f"unknown stack {kind!r}")
+
+
+def trained_jacobians(batch: int, size: int, seed: int, *, depth: int = 4, steps: int = 150,
+                      path: str | None = None) -> tuple[np.ndarray, str]:
+    """``batch`` residual Jacobians (size x size) of a ResidualMLP trained on digits.
+
+    ``depth`` blocks at ``batch // depth`` test inputs, exported densely in float64 with
+    ``ramodel.torch.export_jacobians``; or the dense Jacobians of the file ``path``."""
+    from ramodel.jacobian_set import JacobianSet
+
+    if path is not None:
+        js = JacobianSet.load(path)
+        if js.jacobians is None:
+            raise SystemExit(f"bench_spectra: {path} holds no dense Jacobians")
+        J = np.asarray(js.jacobians, dtype=np.float64)
+        J = J.reshape((-1,) + J.shape[-2:])[:batch]
+        return np.ascontiguousarray(J), f"loaded from {path}: {J.shape[0]} Jacobians {J.shape[-2]}x{J.shape[-1]}"
+    import torch
+
+    from ramodel.datasets import digits
+    from ramodel.nets import ResidualMLP
+    from ramodel.torch import export_jacobians
+    from ramodel.training import evaluate, train
+
+    torch.manual_seed(seed)
+    ds = digits(seed=seed)
+    model = ResidualMLP(ds.n_features, 10, width=size, depth=depth, init_seed=seed, bias=False)
+    t0 = time.perf_counter()
+    train(model, ds, steps=steps, seed=seed, lr=0.05, progress=False)
+    t_train = time.perf_counter() - t0
+    acc = evaluate(model, ds.X_test, ds.y_test)
+    n = max(1, batch // depth)
+    with tempfile.TemporaryDirectory() as tmp:
+        js = export_jacobians(model, ds.X_test[:n], ds.y_test[:n], os.path.join(tmp, "j.npz"), method="dense")
+    J = np.asarray(js.jacobians, dtype=np.float64)
+    J = np.ascontiguousarray(J.reshape((-1,) + J.shape[-2:]))
+    note = (f"ResidualMLP(width={size}, depth={depth}, bias=False) trained {steps} SGD steps "
+            f"({t_train:.1f} s) on digits, test accuracy {acc:.3f}; residual Jacobians at {n} test "
+            f"inputs x {depth} blocks = {J.shape[0]} matrices")
+    return J, note
 
 
 # ----------------------------------------------------------------------------- timing
@@ -128,11 +228,7 @@ def time_calls(fn, *, repeats: int, warmup: int, sync) -> tuple[list[float], obj
 
 
 def time_calls_cpu(fn, *, repeats: int, warmup: int, sync) -> tuple[list[float], list[float], object]:
-    """Wall-clock and process-CPU seconds of each timed call, and the last output.
-
-    On a shared CPU the wall time of multithreaded LAPACK calls swings widely with
-    the other load; with ``--threads 1`` the process CPU time is the steadier figure.
-    """
+    """Wall-clock and process-CPU seconds of each timed call, and the last output."""
     out = None
     for _ in range(warmup):
         out = fn()
@@ -146,6 +242,44 @@ def time_calls_cpu(fn, *, repeats: int, warmup: int, sync) -> tuple[list[float],
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return times, cpu, out
+
+
+def interleaved(fns: dict, *, repeats: int, warmup: int, threads: int | None):
+    """Time every callable of ``fns`` once per round: {name: (wall list, cpu list, last output)}."""
+    from contextlib import nullcontext
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    if threads is not None and threadpool_limits is None:
+        raise SystemExit("bench_spectra: --threads needs threadpoolctl (pip install threadpoolctl)")
+    limit = (lambda: threadpool_limits(threads)) if threads is not None else nullcontext
+    out = {name: ([], [], None) for name in fns}
+    for rnd in range(warmup + repeats):
+        for name, fn in fns.items():
+            with limit():
+                torch_threads = _torch_threads(threads)
+                c0, t0 = time.process_time(), time.perf_counter()
+                res = fn()
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                _torch_threads(torch_threads)
+            w, c, _ = out[name]
+            if rnd >= warmup:
+                w.append(wall)
+                c.append(cpu)
+            out[name] = (w, c, res)
+    return out
+
+
+def _torch_threads(threads):
+    """Set torch's intra-op threads (if torch is loaded); return the previous value."""
+    torch = sys.modules.get("torch")
+    if torch is None or threads is None:
+        return None
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return prev
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -163,7 +297,7 @@ def _max_sin_theta(X: np.ndarray, X0: np.ndarray) -> float:
 def accuracy(J, T, ref) -> dict[str, float]:
     U0, S0, V0 = ref
     U, S, V = (to_numpy(a) for a in T)
-    rel_res = to_numpy(triplet_residual(J, T)) / S0[..., :1]
+    rel_res = to_numpy(triplet_residual(J, TopSingular(*T))) / S0[..., :1]
     return {
         "err_S": float(np.max(np.abs(S - S0) / S0[..., :1])),
         "sin_theta": max(_max_sin_theta(U, U0), _max_sin_theta(V, V0)),
@@ -171,10 +305,270 @@ def accuracy(J, T, ref) -> dict[str, float]:
     }
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- peers
 
 
-def run(args) -> list[dict]:
+def _stack_peer(fn, J: np.ndarray, k: int):
+    """Run a one-matrix peer over the stack: TopSingular of stacked (U, S, V), S descending."""
+
+    def call():
+        Us, Ss, Vs = [], [], []
+        for A in J:
+            U, S, V = fn(A, k)
+            order = np.argsort(-S)
+            Us.append(U[:, order])
+            Ss.append(S[order])
+            Vs.append(V[:, order])
+        return TopSingular(np.stack(Us), np.stack(Ss), np.stack(Vs))
+
+    return call
+
+
+def peer_functions(k: int, seed: int) -> dict:
+    """{name: fn(A, k) -> (U (m,k), S (k,), V (n,k))} for the installed peers."""
+    peers = {}
+    try:
+        from scipy.sparse.linalg import svds
+
+        def arpack(A, k):
+            U, S, Vt = svds(A, k=k, random_state=seed)
+            return U, S, Vt.T
+
+        peers["scipy svds (ARPACK), per matrix"] = arpack
+    except ImportError:
+        pass
+    try:
+        from sklearn.utils.extmath import randomized_svd
+
+        def sk(A, k):
+            U, S, Vt = randomized_svd(A, k, random_state=seed)
+            return U, S, Vt.T
+
+        peers["sklearn randomized_svd, per matrix"] = sk
+    except ImportError:
+        pass
+    try:
+        import fbpca
+
+        def fb(A, k):
+            U, S, Vt = fbpca.pca(A, k, raw=True)
+            return U, S, Vt.T
+
+        peers["fbpca.pca(raw=True), per matrix"] = fb
+    except ImportError:
+        pass
+    return peers
+
+
+def run_peers(args) -> tuple[list[dict], list[str]]:
+    rows, notes = [], []
+    k = args.k
+    for kind in args.stacks:
+        if kind == "trained":
+            J, note = trained_jacobians(args.batch, args.size, args.seed, path=args.jacobians)
+            notes.append(f"- trained: {note}")
+        else:
+            J = make_stack(kind, args.batch, args.size, args.seed)
+        U0, S0, V0h = np.linalg.svd(J, full_matrices=False)  # reference (untimed)
+        ref = (U0[..., :k], S0[..., :k], np.swapaxes(V0h[..., :k, :], -1, -2))
+        if kind == "trained":
+            s = S0 / S0[..., :1]
+            notes.append(
+                f"- trained spectra (median over the stack, relative to s_1): s_{k} = {np.median(s[:, k - 1]):.3g}, "
+                f"s_{k + 1} = {np.median(s[:, k]):.3g}, s_{2 * k} = {np.median(s[:, 2 * k - 1]):.3g}"
+            )
+        del U0, V0h
+        fns = {"numpy.linalg.svd (full, thin)": lambda J=J: np.linalg.svd(J, full_matrices=False),
+               "ramodel top_singular (auto)": lambda J=J: top_singular(J, k, seed=args.seed)}
+        for name, fn in peer_functions(k, args.seed).items():
+            fns[name] = _stack_peer(fn, J, k)
+        for threads in args.threads:
+            print(f"# {kind}, {threads} thread(s) ...", file=sys.stderr, flush=True)
+            out = interleaved(fns, repeats=args.repeats, warmup=args.warmup, threads=threads)
+            base = statistics.median(out["numpy.linalg.svd (full, thin)"][1])
+            for name, (wall, cpu, res) in out.items():
+                row = {"stack": kind, "threads": threads, "method": name, "wall": statistics.median(wall),
+                       "cpu": statistics.median(cpu), "cpu_all": cpu}
+                row["speedup"] = base / row["cpu"]
+                if name.startswith("numpy"):
+                    row.update(err_S=0.0, sin_theta=0.0, res=float("nan"))
+                else:
+                    row.update(accuracy(J, res, ref))
+                rows.append(row)
+                print(f"#   {name}: cpu {row['cpu']:.3f} s, err S {row['err_S']:.1e}", file=sys.stderr, flush=True)
+        del J
+    return rows, notes
+
+
+def peer_table(rows: list[dict]) -> str:
+    head = ("| stack | threads | method | CPU s | wall s | x svd (CPU) | err S | sinT | res | accurate |\n"
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    lines = [head]
+    for r in rows:
+        res = "-" if r["res"] != r["res"] else f"{r['res']:.1e}"
+        acc = "S and vectors" if r["err_S"] <= ACCURATE and r["sin_theta"] <= VECTORS_ACCURATE else (
+            "S only" if r["err_S"] <= ACCURATE else "**no**")
+        lines.append(
+            f"| {r['stack']} | {r['threads']} | {r['method']} | {r['cpu']:.3f} | {r['wall']:.3f} "
+            f"| {r['speedup']:.1f}x | {r['err_S']:.1e} | {r['sin_theta']:.1e} | {res} | {acc} |"
+        )
+    return "\n".join(lines)
+
+
+def peer_summary(rows: list[dict]) -> str:
+    """Per (stack, threads): ramodel's CPU time against the fastest accurate peer."""
+    head = ("| stack | threads | ramodel auto CPU s | x svd | fastest peer with err S <= 1e-8 | its CPU s "
+            "| ramodel speed-up over it | fastest peer also with sinT <= 1e-6 | ramodel speed-up over it |\n"
+            "|---|---:|---:|---:|---|---:|---:|---|---:|")
+    lines = [head]
+    keys = sorted({(r["stack"], r["threads"]) for r in rows}, key=lambda t: (PEER_STACKS.index(t[0]), t[1]))
+    for stack, threads in keys:
+        group = [r for r in rows if r["stack"] == stack and r["threads"] == threads]
+        ours = next(r for r in group if r["method"].startswith("ramodel"))
+        peers = [r for r in group if not r["method"].startswith(("ramodel", "numpy"))]
+        s_ok = [r for r in peers if r["err_S"] <= ACCURATE]
+        v_ok = [r for r in s_ok if r["sin_theta"] <= VECTORS_ACCURATE]
+
+        def cell(cands, ours=ours):
+            if not cands:
+                return "none", "-", "-"
+            best = min(cands, key=lambda row: row["cpu"])
+            return best["method"], f"{best['cpu']:.3f}", f"{best['cpu'] / ours['cpu']:.2f}x"
+
+        a, b, c = cell(s_ok)
+        d, _, e = cell(v_ok)
+        lines.append(f"| {stack} | {threads} | {ours['cpu']:.3f} | {ours['speedup']:.1f}x | {a} | {b} | {c} | {d} | {e} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- operator suite
+
+
+def conv_operator(channels: int, hw: int, count: int, seed: int):
+    """Jacobians of ``x -> conv2(relu(conv1 x))`` at ``count`` inputs, as products.
+
+    Returns (matvec, rmatvec on batched blocks (count, d, p)), (per-operator matvec,
+    rmatvec on vectors), d, and the dense Jacobians (count, d, d) for reference."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    c, d = channels, channels * hw * hw
+    w1 = torch.randn(c, c, 3, 3, generator=g, dtype=torch.float64) * math.sqrt(2.0 / (9 * c))
+    w2 = torch.randn(c, c, 3, 3, generator=g, dtype=torch.float64) * math.sqrt(1.0 / (9 * c))
+    x = torch.randn(count, c, hw, hw, generator=g, dtype=torch.float64)
+    mask = (F.conv2d(x, w1, padding=1) > 0).to(torch.float64)  # relu' at each input
+
+    def apply(v, mk):  # v (cnt, p, c, hw, hw), mk (cnt, c, hw, hw): operator i on its p vectors
+        cnt, p = v.shape[:2]
+        y = F.conv2d(v.reshape(cnt * p, c, hw, hw), w1, padding=1).reshape(cnt, p, c, hw, hw)
+        y = (y * mk[:, None]).reshape(cnt * p, c, hw, hw)
+        return F.conv2d(y, w2, padding=1).reshape(cnt, p, c, hw, hw)
+
+    def apply_t(v, mk):
+        cnt, p = v.shape[:2]
+        y = F.conv_transpose2d(v.reshape(cnt * p, c, hw, hw), w2, padding=1).reshape(cnt, p, c, hw, hw)
+        y = (y * mk[:, None]).reshape(cnt * p, c, hw, hw)
+        return F.conv_transpose2d(y, w1, padding=1).reshape(cnt, p, c, hw, hw)
+
+    def batched(fn):
+        def op(X):  # X (count, d, p) -> (count, d, p): one pair of conv calls for all operators
+            Xt = torch.as_tensor(np.asarray(X))
+            p = Xt.shape[-1]
+            out = fn(Xt.permute(0, 2, 1).reshape(count, p, c, hw, hw), mask)
+            return out.reshape(count, p, d).permute(0, 2, 1).contiguous().numpy()
+
+        return op
+
+    def vec(fn, i):
+        def op(v):  # v (d,) or (d, p) -> J_i v, for scipy's LinearOperator
+            V = np.asarray(v, dtype=np.float64)
+            Vt = torch.as_tensor(V.reshape(d, -1).T.copy()).reshape(1, -1, c, hw, hw)
+            out = fn(Vt, mask[i : i + 1]).reshape(-1, d).T.numpy()
+            return out.reshape(V.shape)
+
+        return op
+
+    eye = np.eye(d)
+    dense = np.stack([vec(apply, i)(eye) for i in range(count)])  # J_i = J_i I
+    return batched(apply), batched(apply_t), [(vec(apply, i), vec(apply_t, i)) for i in range(count)], d, dense
+
+
+def run_operator(args) -> tuple[list[dict], list[str]]:
+    from scipy.sparse.linalg import LinearOperator, svds
+
+    k = args.k
+    mv, rmv, per_op, d, dense = conv_operator(args.channels, args.hw, args.operators, args.seed)
+    U0, S0, V0h = np.linalg.svd(dense)
+    ref = (U0[..., :k], S0[..., :k], np.swapaxes(V0h[..., :k, :], -1, -2))
+    s = S0 / S0[..., :1]
+    notes = [(f"- conv block: {args.channels} channels, {args.hw}x{args.hw} maps, d = {d}, "
+              f"{args.operators} operators; s_{k}/s_1 = {np.median(s[:, k - 1]):.3g}, "
+              f"s_{k + 1}/s_1 = {np.median(s[:, k]):.3g} (median)")]
+    count = {"ramodel": [0], "arpack": [0]}
+
+    def counted(fn, key):
+        def g(X):
+            count[key][0] += 1
+            return fn(X)
+
+        return g
+
+    def ours():
+        return top_singular_operator(counted(mv, "ramodel"), counted(rmv, "ramodel"), dense.shape, k,
+                                     seed=args.seed, method="krylov")
+
+    def ours_rand():
+        return top_singular_operator(mv, rmv, dense.shape, k, seed=args.seed)
+
+    def arpack():
+        Us, Ss, Vs = [], [], []
+        for f, ft in per_op:
+            op = LinearOperator((d, d), matvec=counted(f, "arpack"), rmatvec=counted(ft, "arpack"),
+                                dtype=np.float64)
+            U, S, Vt = svds(op, k=k, random_state=args.seed)
+            o = np.argsort(-S)
+            Us.append(U[:, o])
+            Ss.append(S[o])
+            Vs.append(Vt.T[:, o])
+        return TopSingular(np.stack(Us), np.stack(Ss), np.stack(Vs))
+
+    fns = {"ramodel top_singular_operator(method='krylov')": ours,
+           "ramodel top_singular_operator (default 'randomized')": ours_rand,
+           "scipy svds (ARPACK) on a LinearOperator, per operator": arpack}
+    rows = []
+    for threads in args.threads:
+        for c in count.values():
+            c[0] = 0
+        print(f"# operator, {threads} thread(s) ...", file=sys.stderr, flush=True)
+        out = interleaved(fns, repeats=args.repeats, warmup=args.warmup, threads=threads)
+        rounds = args.repeats + args.warmup
+        for name, (wall, cpu, res) in out.items():
+            row = {"stack": "conv", "threads": threads, "method": name, "wall": statistics.median(wall),
+                   "cpu": statistics.median(cpu)}
+            row.update(accuracy(dense, res, ref))
+            key = "ramodel" if "krylov" in name else ("arpack" if "ARPACK" in name else None)
+            row["calls"] = count[key][0] / rounds if key else float("nan")
+            rows.append(row)
+            print(f"#   {name}: cpu {row['cpu']:.3f} s, err S {row['err_S']:.1e}", file=sys.stderr, flush=True)
+    return rows, notes
+
+
+def operator_table(rows: list[dict]) -> str:
+    head = ("| operator | threads | method | CPU s | wall s | product calls | err S | sinT | res |\n"
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        calls = "-" if r["calls"] != r["calls"] else f"{r['calls']:.0f}"
+        lines.append(f"| {r['stack']} | {r['threads']} | {r['method']} | {r['cpu']:.3f} | {r['wall']:.3f} "
+                     f"| {calls} | {r['err_S']:.1e} | {r['sin_theta']:.1e} | {r['res']:.1e} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- methods suite (issue 7)
+
+
+def run_methods(args) -> list[dict]:
     xp = get_namespace(backend=args.backend)
     sync = synchronizer(xp)
     rows = []
@@ -183,7 +577,7 @@ def run(args) -> list[dict]:
         sync()
         base_name = f"{xp.__name__}.linalg.svd"
         times, cpu, (U, S, Vh) = time_calls_cpu(
-            lambda: xp.linalg.svd(J, full_matrices=False), repeats=args.repeats, warmup=args.warmup, sync=sync
+            lambda J=J: xp.linalg.svd(J, full_matrices=False), repeats=args.repeats, warmup=args.warmup, sync=sync
         )
         k = args.k
         ref = (to_numpy(U[..., :k]), to_numpy(S[..., :k]), np.swapaxes(to_numpy(Vh[..., :k, :]), -1, -2))
@@ -191,11 +585,10 @@ def run(args) -> list[dict]:
         t_base, c_base = statistics.median(times), statistics.median(cpu)
         rows.append({"stack": kind, "method": f"{base_name} (full, thin)", "times": times, "cpu": cpu,
                      "speedup": 1.0, "speedup_cpu": 1.0, "err_S": 0.0, "sin_theta": 0.0, "res": float("nan")})
-        print(f"# {kind}: baseline {t_base:.3f} s", file=sys.stderr, flush=True)
         variants = [(m, "auto") for m in args.methods] + [("randomized", q) for q in args.fixed_q]
         for method, q in variants:
             times, cpu, T = time_calls_cpu(
-                lambda: top_singular(J, k, method=method, power_iters=q, seed=args.seed),
+                lambda J=J, k=k, method=method, q=q: top_singular(J, k, method=method, power_iters=q, seed=args.seed),
                 repeats=args.repeats, warmup=args.warmup, sync=sync,
             )
             label = method if q == "auto" else f"{method}, power_iters={q}"
@@ -204,7 +597,6 @@ def run(args) -> list[dict]:
                    "speedup_cpu": c_base / statistics.median(cpu)}
             row.update(accuracy(J, T, ref))
             rows.append(row)
-            print(f"# {kind}: {label} {statistics.median(times):.3f} s", file=sys.stderr, flush=True)
         del J
     return rows
 
@@ -224,28 +616,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- main
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument("--suite", choices=("peers", "operator", "methods"), default="peers")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="methods suite only")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="limit BLAS/LAPACK threads (needs threadpoolctl); default: library default")
-    p.add_argument("--stacks", type=lambda s: s.split(","), default=list(STACKS))
+    p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
+                   help="BLAS threads (threadpoolctl), a comma list, e.g. 1,2; default: the library's")
+    p.add_argument("--stacks", type=lambda s: s.split(","), default=None)
+    p.add_argument("--jacobians", default=None, help="peers suite: a FORMAT.md file with dense Jacobians")
+    p.add_argument("--channels", type=int, default=8, help="operator suite: conv channels")
+    p.add_argument("--hw", type=int, default=16, help="operator suite: map height = width")
+    p.add_argument("--operators", type=int, default=4, help="operator suite: inputs (operators)")
     p.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS[1:]) + ["auto"])
     p.add_argument("--fixed-q", type=lambda s: [int(x) for x in s.split(",") if x], default=[2],
-                   help="extra rows: method='randomized' with these fixed power_iters (no residual test)")
+                   help="methods suite: extra rows, method='randomized' with these fixed power_iters")
     args = p.parse_args(argv)
+    allowed = PEER_STACKS if args.suite == "peers" else METHOD_STACKS
+    if args.stacks is None:
+        args.stacks = list(allowed)
     for s in args.stacks:
-        if s not in STACKS:
-            p.error(f"--stacks: unknown stack {s!r}; choose from {STACKS}")
+        if s not in allowed and args.suite != "operator":
+            p.error(f"--stacks: unknown stack {s!r} for --suite {args.suite}; choose from {allowed}")
     for mth in args.methods:
         if mth not in METHODS:
             p.error(f"--methods: unknown method {mth!r}; choose from {METHODS}")
+    if args.threads is None:
+        args.threads = [None]
     return args
 
 
@@ -256,18 +661,36 @@ def main(argv=None) -> int:
     except RuntimeError as exc:
         print(f"bench_spectra: {exc}", file=sys.stderr)
         return 2
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
+    if args.suite == "methods":
+        if args.threads != [None]:
+            from threadpoolctl import threadpool_limits
 
-        threadpool_limits(args.threads)
-    rows = run(args)
-    print(f"## top_singular, k={args.k}, {args.batch} x {args.size} x {args.size} float64, backend={args.backend}")
+            threadpool_limits(args.threads[0])
+        rows = run_methods(args)
+        print(f"## top_singular, k={args.k}, {args.batch} x {args.size} x {args.size} float64, backend={args.backend}")
+        print()
+        print("\n".join(machine_lines(xp)))
+        print(f"- repeats={args.repeats} (median, min-max), warmup={args.warmup}, seed={args.seed}, "
+              f"BLAS threads={args.threads[0] if args.threads[0] is not None else 'default'}")
+        print()
+        print(table(rows))
+        return 0
+    if args.suite == "peers":
+        rows, notes = run_peers(args)
+        title = f"## top-{args.k} of {args.batch} x {args.size} x {args.size} float64: ramodel against its peers"
+        body = peer_table(rows) + "\n\n" + peer_summary(rows)
+    else:
+        rows, notes = run_operator(args)
+        title = f"## top-{args.k} of conv-block Jacobians, matrix-free: ramodel against ARPACK"
+        body = operator_table(rows)
+    print(title)
     print()
     print("\n".join(machine_lines(xp)))
-    print(f"- repeats={args.repeats} (median, min-max), warmup={args.warmup}, seed={args.seed}, "
-          f"BLAS threads={args.threads if args.threads is not None else 'default'}")
+    print(f"- rounds: {args.warmup} warm-up + {args.repeats} timed, interleaved (median), seed={args.seed}, "
+          f"threads={','.join(str(t) for t in args.threads)}")
+    print("\n".join(notes))
     print()
-    print(table(rows))
+    print(body)
     return 0
 
 

@@ -429,7 +429,10 @@ _KRYLOV_FIRST_CAP = 6
 #: checked only after products with ``J^T`` (one small SVD per two products).
 _NEAR_FACTOR = 1e3
 
-#: ``top_singular_operator``: at most this many Krylov blocks (the operator may be large).
+#: ``top_singular_operator(method="krylov")``: thick restart when the bases reach this many
+#: blocks, and at most this many products (blocks of ``b`` vectors) in all.
+_OPERATOR_RESTART_BLOCKS = 8
+_OPERATOR_MAX_PASSES = 120
 _OPERATOR_MAX_BLOCKS = 32
 _OPERATOR_METHODS = ("randomized", "krylov")
 
@@ -485,11 +488,19 @@ class _GKL:
     computed from the stored raw products ``J P`` and ``J^T Q`` (no extra pass), and
     ``U``, ``V`` must be orthonormal. Certified matrices leave the batch (when
     ``compact``); so does a matrix whose residual, extrapolated geometrically over the
-    products left, cannot reach ``tol`` within ``smax`` blocks (uncertified).
+    products left, cannot reach ``tol`` within ``smax`` blocks (uncertified; only with
+    ``give_up``, for callers with an exact fallback).
     """
 
-    def __init__(self, J, matvec, rmatvec, P1, k, smax, tol, xp, *, compact):
-        self.xp, self.k, self.tol, self.compact = xp, k, tol, compact
+    def __init__(self, J, matvec, rmatvec, P1, k, smax, tol, xp, *, compact, give_up=True,
+                 max_passes=None, keep_cols=None):
+        self.xp, self.k, self.tol, self.compact, self.give_up = xp, k, tol, compact, give_up
+        # Without max_passes the bases grow to smax blocks and stop there. With it, they
+        # are compressed (thick restart) to their keep_cols best Ritz vectors whenever
+        # they would outgrow smax blocks, until max_passes products have been made.
+        self.restart = max_passes is not None
+        self.max_passes = max_passes if self.restart else 2 * smax + 1
+        self.keep_cols = keep_cols
         self.J = J
         if J is not None:
             matvec = lambda X: self.J @ X
@@ -518,8 +529,9 @@ class _GKL:
         self.P[:, :, :b] = xp.broadcast_to(self.P1, (c, n, b))
         self.hist = []  # (products so far, residual estimates) of the checks so far
 
-    def _widen(self, q_blocks):
-        """Make room for ``q_blocks`` Q blocks (and one more P block)."""
+    def _widen(self, q_cols):
+        """Make room for ``q_cols`` Q columns (and one more P block)."""
+        q_blocks = -(-q_cols // self.b)
         if q_blocks <= self.cap:
             return
         xp, b = self.xp, self.b
@@ -557,7 +569,34 @@ class _GKL:
     def _ritz(self, Dq, Dp):
         xp, k = self.xp, self.k
         X, S, Yh = xp.linalg.svd(self.B[:, :Dq, :Dp], full_matrices=False)
-        return X[..., :k], S[..., :k], _mT(Yh, xp)[..., :k]
+        Y = _mT(Yh, xp)
+        self._svd = ((self.passes, Dq, Dp, X.shape[0]), X, S, Y)
+        return X[..., :k], S[..., :k], Y[..., :k]
+
+    def _restart(self, Dq, Dp):
+        """Thick restart: compress the bases to the ``keep_cols`` best Ritz vectors.
+
+        With ``B = X S Y^T`` (square: ``J P`` lies in span ``Q``), ``P' = P Y_l`` and
+        ``Q' = Q X_l`` satisfy ``J P' = Q' S_l`` and ``J^T Q' = P' S_l + P_new (...)``, so
+        ``B' = diag(S_l)`` and the iteration continues from the pending ``P_new`` with the
+        same bookkeeping (Baglama and Reichel's augmented Lanczos bidiagonalisation)."""
+        xp = self.xp
+        key = (self.passes, Dq, Dp, self.B.shape[0])
+        if getattr(self, "_svd", None) is not None and self._svd[0] == key:
+            _, X, S, Y = self._svd
+        else:
+            X, S, Yh = xp.linalg.svd(self.B[:, :Dq, :Dp], full_matrices=False)
+            Y = _mT(Yh, xp)
+        ell = min(self.keep_cols, Dq)
+        X, S, Y = X[..., :ell], S[..., :ell], Y[..., :ell]
+        Q, P = self.Q[:, :, :Dq] @ X, self.P[:, :, :Dp] @ Y
+        JP, JtQ = self.JP[:, :, :Dp] @ Y, self.JtQ[:, :, :Dq] @ X
+        self.Q[:, :, :ell], self.P[:, :, :ell] = Q, P
+        self.JP[:, :, :ell], self.JtQ[:, :, :ell] = JP, JtQ
+        self.B = xp.zeros_like(self.B)
+        self.B[:, :ell, :ell] = xp.eye(ell, dtype=S.dtype)[None, :, :] * S[:, None, :]
+        self._svd = None
+        return ell, ell
 
     def _certify(self, X, S, Y, Dq, Dp):
         xp, k = self.xp, self.k
@@ -590,7 +629,7 @@ class _GKL:
             ok = ok & cand
         hopeless = xp.zeros(est.shape, dtype=xp.bool)
         old = [(p, h) for p, h in self.hist if self.passes - p >= 2]
-        if len(self.hist) >= 4 and old:
+        if self.give_up and len(self.hist) >= 4 and old:
             # Krylov convergence is superlinear, so a geometric extrapolation of the pace
             # over the last two or more products is pessimistic: give up only on
             # stagnation or when even that pace would miss tol by far.
@@ -634,7 +673,7 @@ class _GKL:
             Qn, C, R = _orth_block(W, self.Q[:, :, :Dq] if Dq else None, xp)
             if Dq:
                 self.B[:, :Dq, Dp - b : Dp] = C
-            left = 2 * (smax - Dq // b)  # products still possible after this one
+            left = self.max_passes - self.passes  # products still possible after this one
             if Dq >= k and (self.near or left == 0):
                 keep = self._check(Dq, Dp, lambda X, Y, R=R, lo=Dp - b, hi=Dp: R @ Y[:, lo:hi, :], left)
                 if keep is not None:
@@ -643,7 +682,9 @@ class _GKL:
                     if self.compact and not keep.all():
                         ind = xp.asarray(np.nonzero(keep)[0])
                         Qn, R = _take(Qn, ind, xp), _take(R, ind, xp)
-            self._widen(Dq // b + 1)
+            if left == 0:  # unreachable: the last check finishes every matrix
+                break
+            self._widen(Dq + b)
             self.Q[:, :, Dq : Dq + b] = Qn
             self.B[:, Dq : Dq + b, Dp - b : Dp] = R
             Dq += b
@@ -653,7 +694,7 @@ class _GKL:
             self.JtQ[:, :, Dq - b : Dq] = Z
             Pn, Cp, Rp = _orth_block(Z, self.P[:, :, :Dp], xp)
             self.B[:, Dq - b : Dq, :Dp] = _mT(Cp, xp)
-            left = 2 * (smax - Dq // b) + 1
+            left = self.max_passes - self.passes
             if Dq >= k:
                 keep = self._check(Dq, Dp, lambda X, Y, R=Rp, lo=Dq - b, hi=Dq: R @ X[:, lo:hi, :], left)
                 if keep is not None:
@@ -661,6 +702,8 @@ class _GKL:
                         break
                     if self.compact and not keep.all():
                         Pn = _take(Pn, xp.asarray(np.nonzero(keep)[0]), xp)
+            if self.restart and Dq + b > smax * b:
+                Dq, Dp = self._restart(Dq, Dp)
             self.P[:, :, Dp : Dp + b] = Pn
             Dp += b
             W = self.matvec(Pn)
@@ -1079,7 +1122,14 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
         return xp.reshape(out, (c, n, Y.shape[-1]))
 
     P1x = asarray(P1, xp=xp, dtype=Y0.dtype)
-    gkl = _GKL(None, flat_matvec, flat_rmatvec, P1x, k, smax, tol, xp, compact=False)
+    # No exact fallback here: never give up early; keep the bases small by thick restarts
+    # (orthogonalisation and the small SVDs grow with the basis) and stop after a budget
+    # of products.
+    r = min(m, n)
+    cap = max(2, min(r // b - 1, _OPERATOR_RESTART_BLOCKS))
+    keep = max(k, (cap * b) // 2)
+    gkl = _GKL(None, flat_matvec, flat_rmatvec, P1x, k, cap, tol, xp, compact=False, give_up=False,
+               max_passes=_OPERATOR_MAX_PASSES, keep_cols=keep)
     U, S, V, _ = _assemble(gkl.run(xp.reshape(Y0, (c, m, b))), c, xp)
     U, V = fix_signs(U, V, xp)
     return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))

@@ -347,3 +347,22 @@ def test_float32_and_float64_do_not_warn():
 def test_result_is_a_topsingular():
     J = _make(["decaying"], 64, 60, seed=18)
     assert isinstance(top_singular(J, 3, oversample=2), TopSingular)
+
+
+@pytest.mark.parametrize("kind", ["gapless", "decaying"])
+def test_operator_krylov_thick_restarts(kind, monkeypatch):
+    """Bases capped at 3 blocks: thick restarts (compression to the best Ritz vectors)
+    keep the result certified and equal to the SVD's."""
+    monkeypatch.setattr(sp, "_OPERATOR_RESTART_BLOCKS", 3)
+    restarts = []
+    orig = sp._GKL._restart
+
+    def counting(self, Dq, Dp):
+        restarts.append((Dq, Dp))
+        return orig(self, Dq, Dp)
+
+    monkeypatch.setattr(sp._GKL, "_restart", counting)
+    J = _make([kind] * 3, 100, 90, seed=19)
+    T = top_singular_operator(*_ops(J), J.shape, 4, oversample=2, method="krylov")
+    assert restarts  # the restart path ran
+    _check_against_svd(J, T, 4)
