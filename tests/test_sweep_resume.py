@@ -176,10 +176,11 @@ SLOW_GRID = ["--depths", 4, 5, 6, 7, 8, 9, 10, 11, "--classes", 3, "--widths", 8
 
 
 @pytest.mark.faults
-def test_cli_sweep_stops_at_once_on_sigint_keeps_rows_and_resumes(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_sweep_stops_at_once_on_sigint_keeps_rows_and_resumes(tmp_path, workers):
     out = tmp_path / "s.csv"
     child = subprocess.Popen([sys.executable, "-m", "ramodel.cli", "sweep", *map(str, SLOW_GRID), "--out", str(out),
-                              "--workers", "1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              "--workers", str(workers)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         _wait_for_rows(out, 2, child)
