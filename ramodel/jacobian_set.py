@@ -11,7 +11,15 @@ Design constraints, in order:
    and dtypes, with the same validation, so anything that can be built can be saved
    and anything that loads can be analysed.
 3. A write is atomic: the archive is written to a temporary file in the target
-   folder, flushed and fsynced, then moved into place with ``os.replace``.
+   folder, flushed and fsynced, then moved into place with ``os.replace``
+   (:mod:`ramodel._io`, the package's one writer).
+4. A read has a budget. Before anything is inflated, every known member's declared
+   size is checked against its npy header (shape x dtype), against what its compressed
+   bytes can produce (deflate cannot exceed about 1032:1) and, summed, against a cap
+   (``max_bytes``, default :data:`MAX_LOAD_BYTES`, 8 GiB); the headers' ranks, float
+   dtypes and common N are checked too. Unknown members are skipped without being
+   inflated. A zip bomb is therefore refused (or skipped) with ``ValueError`` in
+   milliseconds, never read into memory.
 
 The archive is NumPy's ``.npz`` (a zip of ``.npy`` members). It is read member by
 member with :mod:`zipfile` and the public ``numpy.lib.format`` header readers rather
