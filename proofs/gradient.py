@@ -33,6 +33,8 @@ gradient norm recomputed from the formula at converged ``ramodel.simulate`` poin
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy as sp
 from sympy import Identity, MatrixSymbol, Trace
@@ -95,7 +97,7 @@ def _all_sizes(log: ProofLog) -> None:
     lin = Trace(G.T * Z)
     require_nc_zero(lin.diff(Jl) - data_grad_at(Agt, W, G, Hprev), "d tr(G^T Z)/dJ_l = A_{>l}^T W^T G H_{l-1}^T")
     HL_expr = Agt * (Ml + Jl) * Hprev
-    require_nc_zero(lin.diff(W) - G * HL_expr.T, "d tr(G^T Z)/dW = G H_L^T")
+    require_nc_zero(lin.diff(W) - grad_W_expr.subs(HL, HL_expr), "d tr(G^T Z)/dW = G H_L^T")
     log.claim(
         "grad_{J_l} Phi_data = A_{>l}^T W^T G H_{l-1}^T and grad_W Phi_data = G H_L^T for any "
         "differentiable loss (G = dloss/dZ) and any skip M_l",
@@ -198,6 +200,23 @@ def _A_gt(A, l, R, dd):
     return P
 
 
+@functools.lru_cache(maxsize=8)
+def _lambdify(args, expr):
+    return sp.lambdify(args, expr, "numpy")
+
+
+def _lambdified_grad_J():
+    """:data:`grad_J_expr` (read now, so a planted mutant is used) as a function of arrays.
+
+    Works on object arrays of exact ring elements as well as on floats.
+    """
+    return _lambdify(SYMBOLS, grad_J_expr)
+
+
+def _lambdified_grad_W():
+    return _lambdify((G, HL), grad_W_expr)
+
+
 def _mse_fixed(L: int, k: int, log: ProofLog) -> None:
     dd = 2
     R, g, Bs, Js, A, H, Wm = _ring_network(L, k, extra=("lJ", "lW"))
@@ -210,7 +229,7 @@ def _mse_fixed(L: int, k: int, log: ProofLog) -> None:
     Gm = Res * 2
     lj, lw = lj * 4, lw * 4
     for l in range(L):
-        gJ = _A_gt(A, l, R, dd).T @ Wm.T @ Gm @ H[l].T
+        gJ = _lambdified_grad_J()(_A_gt(A, l, R, dd), Wm, Gm, H[l])  # the §2 formula itself, on ring entries
         if k == 1:
             targets = [(Bs[l][0], gJ + Bs[l][0] * lj)]
         else:
@@ -219,7 +238,7 @@ def _mse_fixed(L: int, k: int, log: ProofLog) -> None:
         for Bi, formula in targets:
             for (i, j), x in np.ndenumerate(Bi):
                 require(phi.diff(x) == formula[i, j], f"dPhi/dB (layer {l + 1}, k={k})[{i},{j}]")
-    formula = Gm @ H[-1].T + Wm * lw
+    formula = _lambdified_grad_W()(Gm, H[-1]) + Wm * lw
     for (i, j), x in np.ndenumerate(Wm):
         require(phi.diff(x) == formula[i, j], f"dPhi/dW[{i},{j}] (k={k})")
 
@@ -261,7 +280,8 @@ def _fixed_sizes(log: ProofLog) -> None:
         P = sp.eye(dd)
         for a in A[l + 1 :]:
             P = a * P
-        formula = P.T * Wm.T * Gm * H[l].T
+        formula = sp.Matrix(_lambdified_grad_J()(np.array(P, dtype=object), np.array(Wm, dtype=object),
+                                                  np.array(Gm, dtype=object), np.array(H[l], dtype=object)))
         for i in range(dd):
             for j in range(dd):
                 got = sp.diff(phi, Js[l][i, j]).xreplace(to_gen)
@@ -270,7 +290,8 @@ def _fixed_sizes(log: ProofLog) -> None:
     for i in range(2):
         for j in range(dd):
             got = sp.diff(phi, Wm[i, j]).xreplace(to_gen)
-            require(fld.from_expr(got) == fld.from_expr((Gm * H[-1].T)[i, j]), f"CE dPhi/dW[{i},{j}]")
+            gw = _lambdified_grad_W()(np.array(Gm, dtype=object), np.array(H[-1], dtype=object))
+            require(fld.from_expr(got) == fld.from_expr(gw[i, j]), f"CE dPhi/dW[{i},{j}]")
     log.claim(
         "SymPy's derivative of the full cross-entropy Phi equals the §2 formula with "
         "G = (softmax(Z) - Y)/N, general symbolic skips",

@@ -175,6 +175,8 @@ def _k1(log: ProofLog) -> None:
 
 def _k2(log: ProofLog) -> None:
     Qv = sp.Symbol("Q", positive=True)
+    require_scalar_zero(1 / Qv - Qv / (Qv + b) ** 2 - (2 * Qv * b + b**2) / (Qv * (Qv + b) ** 2), "1/q - q/(q+b)^2")
+    require_scalar_zero(stationarity_expr[2].subs(t, 0) - (a - y**2 * b * x**2 / (x**2 + b) ** 2), "F_L'(0), k = 2")
     log.claim("k = 2 a-priori bound: at a stationary point a <= a e^{t/L} = y^2 b q/(q+b)^2 <= y^2 b/q, so "
               "t <= T = log(c)/2 with c = y^2 b/(a x^2), uniformly in L (no stationary point with t > 0 if c <= 1), "
               "and L sigma_1 <= t e^{t/L} <= T e^{T/L}: bounded", "all sizes",

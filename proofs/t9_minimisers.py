@@ -44,7 +44,8 @@ from sympy import Identity, MatrixSymbol
 from . import _numerics as nm
 from . import gradient
 from . import t2_chain as t2
-from ._exact import ProofFailure, ProofLog, ProofResult, Rules, require_nc_zero
+from . import t3_identity_skips as t3
+from ._exact import ProofFailure, ProofLog, ProofResult, Rules, require, require_nc_zero
 
 __all__ = ["FULL_SEARCH", "SADDLE_STARTS", "ReducedProblem", "competitor", "conjugate", "prove", "saddle_search"]
 
@@ -111,6 +112,11 @@ def _symbolic(log: ProofLog) -> None:
               "S v = 0), A_{>l} commutes with S, so W A_{>l} Pi0 = 0 and J'_l = J_l + Pi0 keeps W P while "
               "|J'_l|^2 = |J_l|^2 - rank Pi0", "all sizes", "free-algebra certificates (J, Pi symmetric, Pi^2 = Pi, "
               "J Pi = -Pi as residuals)")
+    # (d) the negative branch is <= -1: (-1 - f(mu)) + 1 = -(r - 1)/2 <= 0 with r = sqrt(1 + 4 mu) >= 1 (mu >= 0).
+    r = sp.Symbol("r", positive=True)
+    f_r = t3.f_expr.subs(t3.mu, (r**2 - 1) / 4)
+    require(sp.cancel(f_r - (r - 1) / 2) == 0, "f = (r - 1)/2")
+    require(sp.cancel((-1 - f_r) + 1 + (r - 1) / 2) == 0, "(-1 - f) + 1 = -(r - 1)/2")
     log.claim("(d) at every global minimiser every I + J_l is symmetric positive definite, so every eigenvalue of J_l "
               "is f(mu) >= 0 > -1/2 (the branch -1 - f(mu) > -1 is impossible): T3's hypothesis holds and "
               "J_1 = ... = J_L = f(S); every critical point with some Pi_l != 0 is not a global minimiser",
