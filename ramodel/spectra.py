@@ -440,11 +440,14 @@ _OPERATOR_METHODS = ("randomized", "krylov")
 _KRYLOV_EXTRA = 2
 
 
-def _orth_block(W, Qprev, xp):
+def _orth_block(W, Qprev, xp, local: int | None = None):
     """Orthonormalise the block ``W`` against the orthonormal columns ``Qprev`` (or None).
 
     Classical Gram-Schmidt twice (CGS2) against ``Qprev``, then a Householder QR of the
-    block. Returns ``(Q, C, R)`` with ``W ~= Qprev C + Q R``, ``Q`` orthonormal and
+    block. With ``local``, the first pass projects out only the last ``local`` columns of
+    ``Qprev`` (in exact arithmetic the Lanczos recurrence couples ``W`` to those alone;
+    the other coefficients are rounding errors) and the second pass all of them: full
+    reorthogonalisation at the cost of one full pass. Returns ``(Q, C, R)`` with ``W ~= Qprev C + Q R``, ``Q`` orthonormal and
     orthogonal to ``Qprev``. Where the projected block has (numerically) dependent
     columns, the QR's completion columns are projected out of ``Qprev`` and
     orthonormalised once more (then ``R = Q^T W``), so ``Q`` stays orthogonal to
@@ -453,11 +456,19 @@ def _orth_block(W, Qprev, xp):
     if Qprev is not None:
         scale = _safe_scale(xp.max(_col_norms(W, xp), axis=-1), xp)
         QpT = _mT(Qprev, xp)
-        C = QpT @ W
-        W = W - Qprev @ C
+        D = Qprev.shape[-1]
+        if local is not None and local < D:
+            Ql = Qprev[..., D - local :]
+            C1 = _mT(Ql, xp) @ W
+            W = W - Ql @ C1
+            zeros = xp.zeros(tuple(C1.shape[:-2]) + (D - local, C1.shape[-1]), dtype=C1.dtype)
+            C1 = xp.concat([zeros, C1], axis=-2)
+        else:
+            C1 = QpT @ W
+            W = W - Qprev @ C1
         C2 = QpT @ W
         W = W - Qprev @ C2
-        C = C + C2
+        C = C1 + C2
     Q, R = xp.linalg.qr(W)
     if Qprev is not None:
         d = xp.min(xp.abs(_diagonal(R, xp)), axis=-1)
@@ -466,6 +477,9 @@ def _orth_block(W, Qprev, xp):
             Q, _ = xp.linalg.qr(Q)
             R = _mT(Q, xp) @ W
     return Q, C, R
+
+
+_ALL_DONE = "all done"
 
 
 def _take(x, ind, xp):
@@ -617,7 +631,8 @@ class _GKL:
     def _check(self, Dq, Dp, E_of, checks_left):
         """Estimate, certify the candidates, store and drop finished matrices.
 
-        Returns None when no matrix finished, else the host mask of the matrices kept."""
+        Returns None when the batch is unchanged, ``_ALL_DONE`` when every matrix has
+        finished, else the host mask of the matrices kept (the batch was compacted)."""
         xp = self.xp
         X, S, Y = self._ritz(Dq, Dp)
         s1 = _safe_scale(S[..., :1], xp)[..., None]
@@ -653,10 +668,15 @@ class _GKL:
         self._store(done_h, U, S, V, ok_h)
         self.finished = self.finished | done_h
         keep = ~self.finished
-        if keep.any() and self.compact:
+        if not keep.any():
+            return _ALL_DONE
+        # Dropping matrices copies J and the bases: worth it once half the batch is done
+        # (a finished matrix left in the batch costs its share of the remaining products).
+        if self.compact and 2 * int(self.finished.sum()) >= keep.size:
             self._keep(keep)
             self.finished = self.finished[keep]
-        return keep
+            return keep
+        return None
 
     # -------------------------------------------------------------- the iteration
     def run(self, first=None):
@@ -664,27 +684,28 @@ class _GKL:
         W = self.matvec(self.P1) if first is None else first
         self.passes = 1
         self.near = False
+        self.local_q = self.local_p = None
         self._alloc(W)
         b, smax = self.b, self.smax
         Dp, Dq = b, 0
         while True:
             # ---- the raw product W = J P_new is in hand
             self.JP[:, :, Dp - b : Dp] = W
-            Qn, C, R = _orth_block(W, self.Q[:, :, :Dq] if Dq else None, xp)
+            Qn, C, R = _orth_block(W, self.Q[:, :, :Dq] if Dq else None, xp, local=self.local_q)
             if Dq:
                 self.B[:, :Dq, Dp - b : Dp] = C
             left = self.max_passes - self.passes  # products still possible after this one
             if Dq >= k and (self.near or left == 0):
                 keep = self._check(Dq, Dp, lambda X, Y, R=R, lo=Dp - b, hi=Dp: R @ Y[:, lo:hi, :], left)
+                if keep is _ALL_DONE:
+                    break
                 if keep is not None:
-                    if not keep.any():
-                        break
-                    if self.compact and not keep.all():
-                        ind = xp.asarray(np.nonzero(keep)[0])
-                        Qn, R = _take(Qn, ind, xp), _take(R, ind, xp)
+                    ind = xp.asarray(np.nonzero(keep)[0])
+                    Qn, R = _take(Qn, ind, xp), _take(R, ind, xp)
             if left == 0:  # unreachable: the last check finishes every matrix
                 break
             self._widen(Dq + b)
+            self.local_q = b  # J P_new couples to the newest Q block only (after a restart: all)
             self.Q[:, :, Dq : Dq + b] = Qn
             self.B[:, Dq : Dq + b, Dp - b : Dp] = R
             Dq += b
@@ -692,18 +713,19 @@ class _GKL:
             Z = self.rmatvec(Qn)
             self.passes += 1
             self.JtQ[:, :, Dq - b : Dq] = Z
-            Pn, Cp, Rp = _orth_block(Z, self.P[:, :, :Dp], xp)
+            Pn, Cp, Rp = _orth_block(Z, self.P[:, :, :Dp], xp, local=self.local_p)
             self.B[:, Dq - b : Dq, :Dp] = _mT(Cp, xp)
             left = self.max_passes - self.passes
             if Dq >= k:
                 keep = self._check(Dq, Dp, lambda X, Y, R=Rp, lo=Dq - b, hi=Dq: R @ X[:, lo:hi, :], left)
+                if keep is _ALL_DONE:
+                    break
                 if keep is not None:
-                    if not keep.any():
-                        break
-                    if self.compact and not keep.all():
-                        Pn = _take(Pn, xp.asarray(np.nonzero(keep)[0]), xp)
+                    Pn = _take(Pn, xp.asarray(np.nonzero(keep)[0]), xp)
+            self.local_p = b
             if self.restart and Dq + b > smax * b:
                 Dq, Dp = self._restart(Dq, Dp)
+                self.local_q = None  # the next product couples to every kept Q column
             self.P[:, :, Dp : Dp + b] = Pn
             Dp += b
             W = self.matvec(Pn)
