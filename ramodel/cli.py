@@ -294,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("execution")
     g.add_argument("--out", type=pathlib.Path, required=True, metavar="CSV", help="the output CSV (resumed if present)")
     g.add_argument("--no-resume", action="store_true", help="ignore (and overwrite) an existing --out")
+    g.add_argument("--allow-unconverged", action="store_true",
+                   help="keep runs that stopped above --tol as successful rows (default: failed rows, exit 1)")
     g.add_argument("--workers", type=_positive_int, metavar="N",
                    help="local processes (default: one per core; 1 runs in this process)")
     g.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster at ADDRESS (needs dask[distributed])")
@@ -799,7 +801,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         executor, close = _executor(args, len(configs), args.imports)
         result = sweeps.sweep(depths=grid["depths"], classes=grid["classes"], widths=grid["widths"],
                               skips=grid["skips"], seeds=grid["seeds"], executor=executor,
-                              progress=args.progress, out=out, resume=not args.no_resume, **options)
+                              progress=args.progress, out=out, resume=not args.no_resume,
+                              allow_unconverged=args.allow_unconverged, **options)
     except KeyboardInterrupt:
         if close is not None and hasattr(executor, "_processes"):
             sweeps._stop_pool(executor)

@@ -783,7 +783,7 @@ def sweep(
             row["error"] = (f"{NOT_CONVERGED}: |grad Phi| = {gn:.3g} did not reach tol"
                             + (f" {tol:g}" if isinstance(tol, (int, float)) else "")
                             + f" after {row.get('steps')} steps ({row.get('message', 'no message')}); "
-                            "pass allow_unconverged=True to keep it, or raise max_steps")
+                            "pass allow_unconverged=True (ramodel sweep --allow-unconverged) to keep it, or raise max_steps")
         return row
 
     # ---- the record files: rewritten once with what is kept, then appended row by row

@@ -253,3 +253,11 @@ def test_the_default_pool_stops_at_once_on_sigint_with_finished_rows_kept(tmp_pa
     res = sweep(depths=sorted({int(r["depth"]) for r in done}), classes=3, widths=8, seeds=[0, 1, 2],
                 executor="serial", out=out)
     assert res.kept == len(done)
+
+
+def test_cli_allow_unconverged_keeps_the_rows_and_exits_0(tmp_path):
+    proc = _cli("sweep", "--depths", 2, 3, "--classes", 2, "--widths", 3, "--tol", 1e-30, "--max-steps", 5,
+                "--out", "s.csv", "--workers", 1, "--allow-unconverged", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["failed"] == 0 and [r["converged"] for r in payload["rows"]] == [False, False]
