@@ -90,6 +90,11 @@ def _matrix_part(log: ProofLog) -> None:
     R = MatrixSymbol("R", d, d)
     J = (R - I) / 2
     require_nc_zero(J + J * J - S - (R * R - I - 4 * S) / 4, "closed form with R^2 = I + 4 kappa W^T W")
+    log.claim(
+        "J = (-I + (I + 4 kappa W^T W)^{1/2})/2 satisfies J + J^2 = kappa W^T W",
+        "all sizes",
+        "free-algebra identity modulo R^2 = I + 4 kappa W^T W",
+    )
     # The lift (formerly a stated lemma): (I + 2 J_l)^2 = I + 4 S exactly when J_l + J_l^2 = S.
     require_nc_zero((I + 2 * J0) * (I + 2 * J0) - (I + 4 * S) - 4 * (J0 + J0 * J0 - S),
                     "(I + 2 J)^2 - (I + 4 S) = 4 (J + J^2 - S)")
@@ -102,11 +107,6 @@ def _matrix_part(log: ProofLog) -> None:
     )
     log.assume("a symmetric positive semidefinite matrix has exactly one symmetric positive semidefinite square root",
                "Horn & Johnson, Matrix Analysis, 2nd ed., Thm 7.2.6")
-    log.claim(
-        "J = (-I + (I + 4 kappa W^T W)^{1/2})/2 satisfies J + J^2 = kappa W^T W",
-        "all sizes",
-        "free-algebra identity modulo R^2 = I + 4 kappa W^T W",
-    )
 
 
 def _scalar_part(log: ProofLog) -> None:

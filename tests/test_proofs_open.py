@@ -166,3 +166,28 @@ def test_t8_trained_binary_net_steps_within_the_bound():
     assert np.median(m["line_defect"]) < 1e-2
     # ... and the measured max/min step ratio stays within the proven bound (up to that approximation)
     assert np.mean(m["ratio"] <= 1.02 * m["bound"]) >= 0.9
+
+
+def test_every_claim_has_its_own_check():
+    # Hygiene: no "string lemma". In every function of proofs/, each log.claim(...) must be preceded
+    # (since the previous claim) by a decision call: require*, a numerical deviation or a check helper.
+    import ast
+    import glob
+
+    deciding = ("require", "check_top", "deviation", "_mse_fixed", "check_simulation", "check_limit",
+                "check_closed_form", "finite_difference_check", "_numerical", "trajectory_check")
+    missing = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "proofs", "*.py"))):
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            seen = False
+            calls = sorted((n for n in ast.walk(fn) if isinstance(n, ast.Call)), key=lambda n: (n.lineno, n.col_offset))
+            for call in calls:
+                name = ast.unparse(call.func)
+                if any(k in name for k in deciding):
+                    seen = True
+                if name.endswith("log.claim"):
+                    if not seen:
+                        missing.append(f"{os.path.basename(path)}:{call.lineno} ({fn.name})")
+                    seen = False
+    assert missing == []
