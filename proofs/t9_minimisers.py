@@ -209,10 +209,16 @@ def competitor(problem: ReducedProblem, th, layer: int):
     return problem.pack(A2 - np.eye(problem.d), W @ U)
 
 
-@functools.lru_cache(maxsize=1)
-def _problem():
-    sim = nm.converged(depth=2, classes=2, width=3, samples_per_class=4)
-    return ReducedProblem(nm.as_numpy(sim.inputs), nm.as_numpy(sim.labels), 2, 2, sim.weight_decay), sim
+#: The audit's setting: d = 3, C = 2, L = 2, identity skips, MSE, lambda = 1e-2, 4 points per class.
+AUDIT_CONFIG = (("depth", 2), ("classes", 2), ("width", 3), ("samples_per_class", 4), ("seed", 0))
+
+
+@functools.lru_cache(maxsize=8)
+def _problem(config=AUDIT_CONFIG):
+    cfg = dict(config)
+    sim = nm.converged(**cfg)
+    return ReducedProblem(nm.as_numpy(sim.inputs), nm.as_numpy(sim.labels), cfg["depth"], cfg["classes"],
+                          sim.weight_decay), sim
 
 
 #: (flip layer or None, perturbation seed or None): starts of the default saddle search around the minimiser.
@@ -233,9 +239,13 @@ def _start(problem, sim, flip, seed):
     return th
 
 
-def saddle_search(starts=SADDLE_STARTS):
-    """Critical points reached from ``starts``; each row is a dict of measured facts."""
-    problem, sim = _problem()
+def saddle_search(starts=SADDLE_STARTS, *, config=AUDIT_CONFIG):
+    """Critical points reached from ``starts``; each row is a dict of measured facts.
+
+    ``config`` is a tuple of ``(name, value)`` pairs for :func:`proofs._numerics.converged`
+    (identity skips, MSE, k = 1).
+    """
+    problem, sim = _problem(config)
     th_min = problem.pack(nm.as_numpy(sim.jacobians), nm.as_numpy(sim.classifier))
     rows = []
     for flip, seed in starts:

@@ -1,10 +1,10 @@
 """The depth law (T7): the optimal per-layer gain ``sigma_1(L)`` of the reduced UJM.
 
 With identity skips, orthogonal class means ``x_c = m e_c`` (no within-class noise) and
-the MSE loss, the UJM restricted to its symmetric critical points (T3) decouples into
-``C`` identical scalar problems, one per class mode. With ``s`` the eigenvalue of every
-``J_l`` on the mode, ``w`` the classifier's singular value, ``p = (1 + s)^L`` and
-``t = log p``, and after eliminating ``w`` (a ridge problem),
+the MSE loss, the UJM restricted to its symmetric critical points (T3) with the
+class-symmetric ansatz ``J_l = s Q Q^T``, ``W = w Q^T`` is one scalar problem: every class
+mode is the same. With ``p = (1 + s)^L`` and ``t = log p``, and after eliminating ``w``
+(a ridge problem), Phi equals
 
     k = 1:  F_L(t) = D(t) + (a/2) L (e^{t/L} - 1)^2,
     k = 2:  F_L(t) = D(t) +  a    L (e^{t/L} - 1)        (t >= 0; nuclear-norm penalty),
