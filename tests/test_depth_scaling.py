@@ -170,3 +170,25 @@ def test_argument_errors(k2_sims, kw, match):
         ramodel.depth_scaling(k2_sims, **kw)
     with pytest.raises(TypeError, match="sources"):
         ramodel.depth_scaling([object()])
+
+
+def test_cli_analyze_prints_the_depth_fit_for_files_of_several_depths(tmp_path, capsys, k2_sims):
+    from ramodel.cli import main, simulation_jacobian_set
+
+    paths = []
+    for sim in k2_sims[:3]:
+        p = tmp_path / f"L{sim.depth}.npz"
+        simulation_jacobian_set(sim).save(p)
+        paths.append(str(p))
+    assert main(["analyze", *paths]) == 0
+    out = capsys.readouterr().out
+    assert "== RA4 across depths" in out and "RA4 holds" in out and "CI" in out
+    assert "L2.npz" in out.split("== RA4 across depths")[1]
+    assert main(["analyze", *paths, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    (fit,) = payload["depth_scaling"]
+    assert fit["verdict"] is True and [m["depth"] for m in fit["models"]] == [2, 4, 8]
+    assert all(f["report"]["verdicts"]["RA4"] is None for f in payload["files"])
+    # Files of one depth: no depth fit.
+    assert main(["analyze", paths[0], paths[0]]) == 0
+    assert "RA4 across depths" not in capsys.readouterr().out
