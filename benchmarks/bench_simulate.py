@@ -13,6 +13,14 @@ Usage::
 
     python benchmarks/bench_simulate.py            # both sizes, eval + solve of the small one
     python benchmarks/bench_simulate.py --solve-large
+    python benchmarks/bench_simulate.py --threads 1 --depth-table        # issue 19 table
+    python benchmarks/bench_simulate.py --threads 1 --depth-table --depths 16,64 --ks 1 --skips identity
+
+The depth table solves the default problem (C = 3, d = 16, 8 points per class, seed 0)
+to tol = 1e-8 for every (skip family, k, L) and prints CPU time, steps, Hessian
+products, |∇Φ|, whether it converged, the solver used and whether the point is trivial
+(J = 0). ``--peer`` adds the PyTorch L-BFGS peer (autograd gradient,
+``torch.optim.LBFGS`` with a strong-Wolfe line search) at the small depths.
 
 Prints a table. Timings are medians over repeats after a warm-up.
 """
@@ -115,7 +123,15 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--solve-large", action="store_true", help="also time the full solve at the large size")
     parser.add_argument("--threads", type=int, default=None, help="BLAS and torch threads (default: all cores)")
+    parser.add_argument("--depth-table", action="store_true", help="only the issue-19 depth table")
+    parser.add_argument("--depths", default="16,64,256,1024")
+    parser.add_argument("--ks", default="1,2,3")
+    parser.add_argument("--skips", default="identity,orthogonal,permutation,none")
+    parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--peer", action="store_true", help="add the PyTorch L-BFGS peer at L <= 16")
     args = parser.parse_args(argv)
+    if args.depth_table:
+        return depth_table(args)
 
     threads = str(args.threads) if args.threads else (os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count()))
     try:
@@ -174,6 +190,71 @@ def main(argv=None) -> int:
             f"{str((d, C, N, L)):>22} {tol:>8.0e} {t:>10.2f} {s.steps:>7} {s.grad_norm:>10.2e} "
             f"{t / max(s.steps, 1):>8.3f} {str(s.converged):>10}"
         )
+    return 0
+
+
+def torch_lbfgs_solve(L, C, k, *, tol=1e-8, max_iter=20000):
+    """The peer: a user's own PyTorch solve of the same problem (k = 1 and 2), CPU seconds."""
+    import torch
+
+    from ramodel._validation import as_generator
+
+    d = max(16, C)
+    data_rng, init_rng, _ = as_generator(0).spawn(3)
+    X, y = ramodel.datasets.gaussian_mixture(C, width=d, samples_per_class=8, seed=data_rng)
+    N = y.size
+    Xt = torch.from_numpy(np.ascontiguousarray(X.T))
+    Y = torch.from_numpy(np.eye(C)[:, y])
+    scale = 0.1 / np.sqrt(d)
+    B = torch.tensor(init_rng.standard_normal((L, k, d, d)) * scale, requires_grad=True)
+    W = torch.tensor(init_rng.standard_normal((C, d)) * scale, requires_grad=True)
+    eye = torch.eye(d, dtype=torch.float64)
+    opt = torch.optim.LBFGS([B, W], lr=1, max_iter=max_iter, tolerance_grad=tol / 10, tolerance_change=0,
+                            history_size=10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        h = Xt
+        for l in range(L):
+            J = B[l, 0]
+            for i in range(1, k):
+                J = B[l, i] @ J
+            h = (eye + J) @ h
+        R = W @ h - Y
+        phi = 0.5 * (R * R).sum() / N + 0.005 * (B * B).sum() + 0.005 * (W * W).sum()
+        phi.backward()
+        return phi
+
+    t0 = time.process_time()
+    opt.step(closure)
+    t = time.process_time() - t0
+    closure()
+    gn = float(torch.sqrt((B.grad ** 2).sum() + (W.grad ** 2).sum()))
+    return t, opt.state[opt._params[0]]["n_iter"], gn
+
+
+def depth_table(args) -> int:
+    depths = [int(x) for x in args.depths.split(",")]
+    ks = [int(x) for x in args.ks.split(",")]
+    skips = args.skips.split(",")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"threads={os.environ.get('OMP_NUM_THREADS')}; numpy {np.__version__}; CPU seconds (process_time)")
+    print(f"default problem: C={args.classes}, d={max(16, args.classes)}, 8 per class, seed 0, tol 1e-8, float64")
+    print(f"{'skip':>12} {'k':>2} {'L':>5} {'cpu [s]':>8} {'steps':>6} {'H prods':>8} {'|grad|':>9} "
+          f"{'conv':>5} {'trivial':>7} {'solver':>13}")
+    for skip in skips:
+        for k in ks:
+            for L in depths:
+                t0 = time.process_time()
+                s = simulate(depth=L, classes=args.classes, branch_factors=k, skip=skip, tol=1e-8, seed=0)
+                t = time.process_time() - t0
+                prods = sum(p.products for p in s.phases)
+                print(f"{skip:>12} {k:>2} {L:>5} {t:>8.2f} {s.steps:>6} {prods:>8} {s.grad_norm:>9.2e} "
+                      f"{str(s.converged):>5} {str(s.is_trivial):>7} {s.config['solver_used']:>13}", flush=True)
+                if args.peer and L <= 16 and skip == "identity" and k <= 2:
+                    tp, n, gn = torch_lbfgs_solve(L, args.classes, k)
+                    print(f"{'torch LBFGS':>12} {k:>2} {L:>5} {tp:>8.2f} {n:>6} {'-':>8} {gn:>9.2e} "
+                          f"{str(gn <= 1e-8):>5} {'':>7} {'peer':>13}", flush=True)
     return 0
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "value_and_grad",
     "hvp",
     "hvp_operator",
+    "split_depth",
 ]
 
 LOSSES = ("mse", "cross_entropy")
@@ -477,3 +478,75 @@ def hvp_operator(theta, problem: Problem):
         return pack(h_factors, h_W, xp)
 
     return matvec
+
+
+def split_depth(factors, depth: int):
+    """Factors for ``depth`` blocks whose product equals that of the given ones (identity skips).
+
+    Depth continuation (issue 19): block ``l`` with ``I + J_l`` becomes two blocks with
+    ``I + J' = (I + J_l)^{1/2}`` (the principal square root), so the end-to-end map
+    ``prod_l (I + J_l)`` is unchanged; ``J'`` is refactored into ``k`` balanced factors
+    ``U Σ^{1/k}, Σ^{1/k}, ..., Σ^{1/k} V^T`` from its SVD (every critical point is balanced,
+    ``B_{i+1}^T B_{i+1} = B_i B_i^T``). For the T3 solution ``J`` is symmetric with all
+    blocks equal, and the split is exact. When ``depth < 2 L`` only the first
+    ``depth - L`` blocks are split.
+
+    Parameters
+    ----------
+    factors : array, shape (L, k, d, d)
+    depth : int
+        New number of blocks, in ``[L, 2L]``.
+
+    Returns
+    -------
+    array, shape (depth, k, d, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> J = np.diag([0.21, 0.0])[None, None]                 # L = 1, k = 1
+    >>> S = split_depth(J, 2)
+    >>> np.allclose((np.eye(2) + S[1, 0]) @ (np.eye(2) + S[0, 0]), np.eye(2) + J[0, 0])
+    True
+    """
+    xp = get_namespace(factors)
+    L, k, d = factors.shape[0], factors.shape[1], factors.shape[-1]
+    if not L <= depth <= 2 * L:
+        raise ValueError(f"depth must be in [L, 2L] = [{L}, {2 * L}], got {depth}")
+    n_split = depth - L
+    if n_split == 0:
+        return xp.asarray(factors, copy=True)
+    J = jacobians_from_factors(factors[:n_split, ...])
+    eye = xp.eye(d, dtype=factors.dtype)
+    root = _sqrtm_near_identity(eye + J, xp) - eye
+    if k == 1:
+        half = root[:, None, ...]
+    else:
+        U, s, Vh = xp.linalg.svd(root, full_matrices=False)
+        r = s ** (1.0 / k)
+        parts = [r[:, :, None] * Vh]
+        for _ in range(k - 2):
+            parts.append(r[:, :, None] * eye)
+        parts.append(U * r[:, None, :])
+        half = xp.stack(parts, axis=1)
+    # Block l becomes blocks 2l and 2l+1 (both `half[l]`); the rest follow unsplit.
+    doubled = xp.reshape(xp.stack([half, half], axis=1), (2 * n_split, k, d, d))
+    return xp.concat([doubled, factors[n_split:, ...]], axis=0)
+
+
+def _sqrtm_near_identity(A, xp, *, max_iter: int = 60):
+    """Principal square roots of a stack of matrices (Denman–Beavers iteration).
+
+    Converges quadratically for matrices with no eigenvalue on the closed negative real
+    axis; the blocks of a solved ResNet are near the identity.
+    """
+    Y = A
+    Z = xp.broadcast_to(xp.eye(A.shape[-1], dtype=A.dtype), A.shape)
+    for _ in range(max_iter):
+        Y_new = 0.5 * (Y + xp.linalg.inv(Z))
+        Z = 0.5 * (Z + xp.linalg.inv(Y))
+        delta = float(xp.max(xp.abs(Y_new - Y)))
+        Y = Y_new
+        if delta <= 1e-15 * max(1.0, float(xp.max(xp.abs(Y)))):
+            break
+    return Y

@@ -25,9 +25,15 @@ from ._validation import (
 )
 from .backend import asarray, get_namespace, namespace_name, resolve_dtype, to_numpy
 from .datasets import gaussian_mixture
-from .optimize import DivergenceError, minimize
+from .optimize import DivergenceError, Phase, describe_phases, minimize
 
-__all__ = ["Simulation", "simulate", "DivergenceError", "DEFAULT_TOL"]
+__all__ = ["Simulation", "simulate", "DivergenceError", "DEFAULT_TOL", "SOLVERS", "estimate_memory"]
+
+#: Choices of ``simulate(solver=...)``.
+SOLVERS = ("auto", "lbfgs-newton", "trust-region", "continuation")
+
+#: Depth continuation starts from a direct solve at a depth of at most this many blocks.
+CONTINUATION_BASE = 32
 
 #: Default target gradient norm per dtype. Float64 reaches ~1e-13 with the Newton
 #: polish on small problems; float32's rounding floor is near 1e-6 relative.
@@ -63,11 +69,18 @@ class Simulation:
     converged : bool
         ``grad_norm <= tol``.
     steps : int
-        Optimiser steps taken (L-BFGS iterations plus Newton steps).
+        Optimiser steps taken, all phases together.
     message : str
-        Why the optimiser stopped.
+        Every solver phase, which one stopped last and why.
     config : dict
-        Every option of the call, for provenance and sweeps.
+        Every option of the call, for provenance and sweeps. ``config["seed"]`` is the
+        integer entropy actually used, also when ``seed`` was None or a Generator, so
+        ``simulate(..., seed=config["seed"])`` rebuilds the run.
+    phases : tuple of ramodel.optimize.Phase
+        The solver phases in order (name, depth, steps, Hessian products, index of the
+        phase's first value in ``loss_history``, gradient norm and stopping reason).
+        With depth continuation, ``loss_history`` concatenates the solves at every depth
+        and each phase names its depth.
     """
 
     jacobians: Any
@@ -83,6 +96,7 @@ class Simulation:
     steps: int
     message: str
     config: dict = field(default_factory=dict)
+    phases: tuple = ()
 
     @property
     def depth(self) -> int:
@@ -254,12 +268,17 @@ def simulate(
     seed=0,
     tol: float | None = None,
     max_steps: int = 100_000,
+    solver: str = "auto",
 ) -> Simulation:
     """Solve the Unconstrained Jacobians Model to a critical point.
 
-    Minimises Φ (MODEL.md §1) over the branch factors and the classifier with L-BFGS,
-    then polishes with Newton–MINRES steps (exact Hessian-vector products) until
-    ``|grad Φ| <= tol``.
+    Minimises Φ (MODEL.md §1) over the branch factors and the classifier until
+    ``|grad Φ| <= tol``, with exact gradients and Hessian-vector products. Up to
+    depth 32: L-BFGS, then Newton–MINRES steps, then (if those stall) trust-region
+    Newton–CG. Deeper models with identity skips: depth continuation (solve at depth
+    <= 32, split every block ``I + J = (I + J')²``, re-solve with trust-region
+    Newton–CG, double again). Deeper models with other skips: trust-region Newton–CG
+    from the start. See ``solver``.
 
     Parameters
     ----------
@@ -299,14 +318,27 @@ def simulate(
         small start converges to the useless ``J = 0``.
     backend : {"numpy", "cupy"} or module, default "numpy"
     dtype : {"float64", "float32"}, default "float64"
-    seed : int, SeedSequence or Generator, default 0
-        Drives the data, the initial point and the skip matrices.
+    seed : int, SeedSequence, Generator or None, default 0
+        Drives the data, the initial point and the skip matrices. None draws fresh OS
+        entropy and a Generator gives one integer draw; either way the integer used is
+        recorded in ``config["seed"]``.
     tol : float, optional
         Target gradient norm. Default 1e-10 (float64) or 1e-5 (float32).
     max_steps : int, default 100000
         L-BFGS iteration budget (the Newton polish adds at most 50 steps). Well-conditioned
         problems stop at ``tol`` after a few hundred steps; skips with spectral norm near 3
-        (e.g. banded correlation, bandwidth 3) at depth 8 need about 40,000.
+        (e.g. banded correlation, bandwidth 3) at depth 8 need about 40,000. It is also
+        the budget of trust-region steps.
+    solver : {"auto", "lbfgs-newton", "trust-region", "continuation"}, default "auto"
+        ``"lbfgs-newton"``: L-BFGS to ``|grad| <= 1e-6``, Newton–MINRES, then
+        trust-region Newton–CG if Newton stalls. ``"trust-region"``: trust-region
+        Newton–CG (Steihaug, exact Hessian products) from the start. ``"continuation"``
+        (identity skips only): solve at depth ``ceil(L / 2^m) <= 32``, then repeatedly
+        split each block into two with the same product (:func:`ramodel.model.split_depth`)
+        and re-solve by trust region, to depth ``L``. ``"auto"``: ``"lbfgs-newton"`` up
+        to depth 32, else ``"continuation"`` with identity skips and ``"trust-region"``
+        with any other skips. Continuation starts from its own initial point at the
+        base depth, so it can reach a different critical point than a direct solve.
 
     Returns
     -------
@@ -316,6 +348,9 @@ def simulate(
     ------
     DivergenceError
         If Φ or its gradient becomes NaN or Inf; the message names the step.
+    ValueError
+        If the estimated memory (:func:`estimate_memory`) exceeds this machine's
+        physical memory; the message gives the estimate.
 
     Examples
     --------
@@ -358,7 +393,12 @@ def simulate(
         raise ValueError(f"width must be >= classes ({classes}), got {width}")
     if not isinstance(skip_shared, bool):
         raise TypeError(f"skip_shared must be a bool, got {skip_shared!r}")
+    solver = check_choice("solver", solver, SOLVERS)
+    n_in = int(np.shape(inputs)[0]) if inputs is not None and np.ndim(inputs) == 2 else classes * samples_per_class
+    _check_memory(depth=depth, width=width, classes=classes, n_inputs=n_in, branch_factors=branch_factors,
+                  itemsize=np.dtype(dtype_name).itemsize)
 
+    seed = _seed_entropy(seed)
     data_rng, init_rng, skip_rng = as_generator(seed).spawn(3)
     X, y = _resolve_data(
         inputs,
@@ -392,18 +432,34 @@ def simulate(
         weight_decay=(lambda_J, lambda_W),
         branch_factors=branch_factors,
     )
+    identity = _all_identity(skips, xp)
+    if solver == "auto":
+        if depth <= CONTINUATION_BASE:
+            solver_used = "lbfgs-newton"
+        else:
+            solver_used = "continuation" if identity else "trust-region"
+    else:
+        solver_used = solver
+    if solver_used == "continuation" and not identity:
+        raise ValueError("solver='continuation' needs identity skips (skip='identity'); use 'trust-region'")
+    levels = _continuation_depths(depth) if solver_used == "continuation" else [depth]
     scale = init_scale / math.sqrt(width)
-    factors0 = init_rng.standard_normal((depth, branch_factors, width, width)) * scale
+    factors0 = init_rng.standard_normal((levels[0], branch_factors, width, width)) * scale
     W0 = init_rng.standard_normal((classes, width)) * scale
     theta0 = asarray(np.concatenate([factors0.ravel(), W0.ravel()]), xp=xp, dtype=dtype_name)
 
-    result = minimize(
-        lambda th: model.value_and_grad(th, problem),
-        lambda th, v: model.hvp(th, v, problem),
-        theta0,
-        tol=tol,
-        max_steps=max_steps,
-    )
+    if solver_used == "continuation":
+        result = _solve_by_continuation(problem, theta0, levels, tol=tol, max_steps=max_steps, xp=xp)
+    else:
+        result = minimize(
+            lambda th: model.value_and_grad(th, problem),
+            lambda th, v: model.hvp(th, v, problem),
+            theta0,
+            tol=tol,
+            max_steps=max_steps,
+            method=solver_used,
+            operator=lambda th: model.hvp_operator(th, problem),
+        )
     factors, W = unpack_copy(result.x, problem, xp)
     J = model.jacobians_from_factors(factors)
     H = model.forward(J, problem.skips, problem.X)
@@ -426,9 +482,11 @@ def simulate(
         "init_scale": init_scale,
         "backend": namespace_name(xp),
         "dtype": dtype_name,
-        "seed": seed if isinstance(seed, (int, np.integer)) else repr(seed),
+        "seed": seed,
         "tol": tol,
         "max_steps": max_steps,
+        "solver": solver,
+        "solver_used": solver_used,
     }
     return Simulation(
         jacobians=J,
@@ -444,6 +502,7 @@ def simulate(
         steps=int(result.steps),
         message=result.message,
         config=config,
+        phases=result.phases,
     )
 
 
@@ -451,3 +510,127 @@ def unpack_copy(theta, problem, xp):
     """Owned copies of ``factors`` and ``W`` (the result must not alias the optimiser's buffer)."""
     factors, W = model.unpack(theta, problem)
     return xp.asarray(factors, copy=True), xp.asarray(W, copy=True)
+
+
+def _seed_entropy(seed):
+    """The integer entropy a seed stands for, so that ``config["seed"]`` rebuilds the run.
+
+    Integers pass through; None draws fresh OS entropy; a Generator gives one draw (it
+    advances, as any use of it would); a SeedSequence without a spawn key gives its
+    entropy. A spawned SeedSequence is kept as is (it cannot be written as one integer).
+    """
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(2**63 - 1))
+    if isinstance(seed, np.random.SeedSequence):
+        if not seed.spawn_key and isinstance(seed.entropy, int) and seed.pool_size == 4:
+            return int(seed.entropy)
+        return seed
+    as_generator(seed)  # type and range checks
+    return int(seed)
+
+
+def estimate_memory(*, depth: int, width: int, classes: int, n_inputs: int, branch_factors: int = 1,
+                    itemsize: int = 8) -> int:
+    """Approximate peak memory of :func:`simulate`, in bytes.
+
+    Counts the parameter vector and the optimiser's vectors (L-BFGS keeps 2 x 10
+    curvature pairs; the trust region a handful of Krylov vectors), the skips, Jacobians
+    and partial products ``(L, d, d)``, and the forward, backward and tangent sweeps
+    ``(L + 1, d, N)``. Within a factor of about two of the measured peak.
+
+    Examples
+    --------
+    >>> estimate_memory(depth=8, width=16, classes=3, n_inputs=24) < 10 * 2**20
+    True
+    """
+    L, d, C, N, k = depth, width, classes, n_inputs, branch_factors
+    n = L * k * d * d + C * d
+    vectors = 32 * n
+    matrices = (6 + 3 * k) * L * d * d
+    sweeps = 8 * (L + 1) * d * N
+    return int(itemsize * (vectors + matrices + sweeps))
+
+
+def _physical_memory() -> int | None:
+    try:
+        import os
+
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(**sizes) -> None:
+    need = estimate_memory(**sizes)
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise ValueError(
+            f"simulate(depth={sizes['depth']}, width={sizes['width']}, classes={sizes['classes']}, "
+            f"N={sizes['n_inputs']}, branch_factors={sizes['branch_factors']}) needs about "
+            f"{need / 2**30:.3g} GiB, more than this machine's {have / 2**30:.3g} GiB of memory; "
+            f"reduce width or depth (the memory grows like depth * branch_factors * width^2)"
+        )
+
+
+def _all_identity(skips, xp) -> bool:
+    d = skips.shape[-1]
+    return bool(xp.all(skips == xp.eye(d, dtype=skips.dtype)))
+
+
+def _continuation_depths(depth: int) -> list[int]:
+    """``[L_0, ..., L]`` with ``L_{i+1} = L_i`` doubled or nearly, ``L_0 <= CONTINUATION_BASE``."""
+    levels = [depth]
+    while levels[-1] > CONTINUATION_BASE:
+        levels.append(-(-levels[-1] // 2))
+    return levels[::-1]
+
+
+def _solve_by_continuation(problem, theta0, levels, *, tol, max_steps, xp):
+    """Depth continuation: solve at ``levels[0]``, split every block, re-solve, up to ``levels[-1]``.
+
+    Intermediate depths are solved to ``max(tol, 1e-6)`` (a trust-region step from the
+    split point then needs few steps); the last to ``tol``. ``problem`` is the full-depth
+    problem; its skips are identities, so its first ``L_i`` blocks are the problem at ``L_i``.
+    """
+    from .optimize import OptimizeResult
+
+    k, d = problem.branch_factors, problem.width
+    mid_tol = max(tol, 1e-6)
+    history: list = []
+    phases: list = []
+    steps = 0
+    theta = theta0
+    result = None
+    for i, Li in enumerate(levels):
+        sub = model.make_problem(
+            problem.X, problem.Y, problem.skips[:Li, ...], loss=problem.loss,
+            weight_decay=(problem.lambda_J, problem.lambda_W), branch_factors=k,
+        )
+        if i > 0:
+            m = levels[i - 1] * k * d * d
+            factors = xp.reshape(result.x[:m], (levels[i - 1], k, d, d))
+            theta = xp.concat([xp.reshape(model.split_depth(factors, Li), (-1,)), result.x[m:]])
+        last = i == len(levels) - 1
+        result = minimize(
+            lambda th, sub=sub: model.value_and_grad(th, sub),
+            lambda th, v, sub=sub: model.hvp(th, v, sub),
+            theta,
+            tol=tol if last else mid_tol,
+            max_steps=max_steps,
+            method="lbfgs-newton" if i == 0 else "trust-region",
+            operator=lambda th, sub=sub: model.hvp_operator(th, sub),
+            depth=Li,
+        )
+        offset = len(history)
+        history.extend(result.history)
+        phases.extend(Phase(p.name, p.steps, p.products, p.start + offset, p.grad_norm, p.reason, p.depth)
+                      for p in result.phases)
+        steps += result.steps
+        # An intermediate depth that stops short of mid_tol still gives a starting point
+        # for the next one; its phase records why it stopped.
+    return OptimizeResult(
+        x=result.x, value=result.value, grad_norm=result.grad_norm, converged=result.converged,
+        steps=steps, history=tuple(history), message=describe_phases(phases), phases=tuple(phases),
+    )
