@@ -310,8 +310,13 @@ def _conjecture(log: ProofLog) -> None:
         "(|grad| <= 1e-13) violating the hypothesis, Phi = 0.26559 (layers equal, J_l eigenvalue -1.125), 0.26256 "
         "(layers differ: eigenvalues -1.0003 and +0.0003 on one direction), 0.51001 (two directions killed), with "
         "Hessian min eigenvalues -0.25 to -0.78, and 7 stall at |grad| 2e-4 to 6e-4 (not counted). No local minimiser "
-        "violating the hypothesis was found. The audit's figures (Phi 0.26 vs 0.0126, Hessian -1.0 to -1.06) come from "
-        "other data but match the Phi = 0.2626 type: one layer on the -1 - f branch kills a class mode")
+        "violating the hypothesis was found. Two more configurations (saddle_search with config=..., 16 starts each, "
+        "run once, not in the tests): d = 3, C = 2, L = 2 on the data of seed 1: 7 reach the minimiser (Phi = 0.01532, "
+        "Hessian +0.0030), 3 reach Phi = 0.26882 with layers different (eigenvalue -1.0001 in one layer) and Hessian "
+        "min eigenvalue -1.264, 6 stall; d = 4, C = 3, L = 3, seed 0: 1 reaches the minimiser (0.01588, +0.0028), 4 "
+        "reach Phi = 0.17751 or 0.18550 with Hessian -0.10 to -0.64, 11 stall. The audit's figures (Phi 0.26 vs 0.0126, "
+        "Hessian -1.0 to -1.06, layers different) come from other data and match the seed-1 type: one layer on the "
+        "-1 - f branch (eigenvalue ~ -1) kills a class mode")
 
 
 def prove(*, numerical: bool = True) -> ProofResult:
