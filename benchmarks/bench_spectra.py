@@ -172,7 +172,7 @@ def make_stack(kind: str, batch: int, size: int, seed: int) -> np.ndarray:
     raise ValueError(f"unknown stack {kind!r}")
 
 
-def trained_jacobians(batch: int, size: int, seed: int, *, depth: int = 4, steps: int = 150,
+def trained_jacobians(batch: int, size: int, seed: int, *, depth: int = 4, steps: int = 400,
                       path: str | None = None) -> tuple[np.ndarray, str]:
     """``batch`` residual Jacobians (size x size) of a ResidualMLP trained on digits.
 
@@ -198,15 +198,15 @@ def trained_jacobians(batch: int, size: int, seed: int, *, depth: int = 4, steps
     ds = digits(seed=seed)
     model = ResidualMLP(ds.n_features, 10, width=size, depth=depth, init_seed=seed, bias=False)
     t0 = time.perf_counter()
-    train(model, ds, steps=steps, seed=seed, lr=0.05, progress=False)
+    train(model, ds, steps=steps, seed=seed, protocol="terminal", progress=False)
     t_train = time.perf_counter() - t0
-    acc = evaluate(model, ds.X_test, ds.y_test)
+    acc = evaluate(model, ds.x_test, ds.y_test)
     n = max(1, batch // depth)
     with tempfile.TemporaryDirectory() as tmp:
-        js = export_jacobians(model, ds.X_test[:n], ds.y_test[:n], os.path.join(tmp, "j.npz"), method="dense")
+        js = export_jacobians(model, ds.x_test[:n], ds.y_test[:n], os.path.join(tmp, "j.npz"), method="dense")
     J = np.asarray(js.jacobians, dtype=np.float64)
     J = np.ascontiguousarray(J.reshape((-1,) + J.shape[-2:]))
-    note = (f"ResidualMLP(width={size}, depth={depth}, bias=False) trained {steps} SGD steps "
+    note = (f"ResidualMLP(width={size}, depth={depth}, bias=False) trained {steps} SGD steps (protocol=terminal) "
             f"({t_train:.1f} s) on digits, test accuracy {acc:.3f}; residual Jacobians at {n} test "
             f"inputs x {depth} blocks = {J.shape[0]} matrices")
     return J, note
@@ -244,8 +244,12 @@ def time_calls_cpu(fn, *, repeats: int, warmup: int, sync) -> tuple[list[float],
     return times, cpu, out
 
 
-def interleaved(fns: dict, *, repeats: int, warmup: int, threads: int | None):
-    """Time every callable of ``fns`` once per round: {name: (wall list, cpu list, last output)}."""
+def interleaved(fns: dict, *, repeats: int, warmup: int, threads: int | None, limits: dict | None = None):
+    """Time every callable of ``fns`` once per round: {name: (wall list, cpu list, last output)}.
+
+    ``limits`` maps a name to the number of rounds (warm-up included) it takes part in
+    (e.g. one for a slow baseline)."""
+    limits = limits or {}
     from contextlib import nullcontext
 
     try:
@@ -258,6 +262,8 @@ def interleaved(fns: dict, *, repeats: int, warmup: int, threads: int | None):
     out = {name: ([], [], None) for name in fns}
     for rnd in range(warmup + repeats):
         for name, fn in fns.items():
+            if rnd >= limits.get(name, warmup + repeats):
+                continue
             with limit():
                 torch_threads = _torch_threads(threads)
                 c0, t0 = time.process_time(), time.perf_counter()
@@ -265,7 +271,7 @@ def interleaved(fns: dict, *, repeats: int, warmup: int, threads: int | None):
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 _torch_threads(torch_threads)
             w, c, _ = out[name]
-            if rnd >= warmup:
+            if rnd >= min(warmup, limits.get(name, warmup + repeats) - 1):
                 w.append(wall)
                 c.append(cpu)
             out[name] = (w, c, res)
@@ -384,7 +390,8 @@ def run_peers(args) -> tuple[list[dict], list[str]]:
             fns[name] = _stack_peer(fn, J, k)
         for threads in args.threads:
             print(f"# {kind}, {threads} thread(s) ...", file=sys.stderr, flush=True)
-            out = interleaved(fns, repeats=args.repeats, warmup=args.warmup, threads=threads)
+            out = interleaved(fns, repeats=args.repeats, warmup=args.warmup, threads=threads,
+                              limits={"numpy.linalg.svd (full, thin)": args.svd_rounds})
             base = statistics.median(out["numpy.linalg.svd (full, thin)"][1])
             for name, (wall, cpu, res) in out.items():
                 row = {"stack": kind, "threads": threads, "method": name, "wall": statistics.median(wall),
@@ -632,6 +639,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
                    help="BLAS threads (threadpoolctl), a comma list, e.g. 1,2; default: the library's")
     p.add_argument("--stacks", type=lambda s: s.split(","), default=None)
+    p.add_argument("--svd-rounds", type=int, default=None,
+                   help="peers suite: rounds (warm-up included) in which the numpy.linalg.svd baseline "
+                        "runs; default all (with 1 it is timed once, cold)")
     p.add_argument("--jacobians", default=None, help="peers suite: a FORMAT.md file with dense Jacobians")
     p.add_argument("--channels", type=int, default=8, help="operator suite: conv channels")
     p.add_argument("--hw", type=int, default=16, help="operator suite: map height = width")
@@ -651,6 +661,8 @@ def parse_args(argv=None):
             p.error(f"--methods: unknown method {mth!r}; choose from {METHODS}")
     if args.threads is None:
         args.threads = [None]
+    if args.svd_rounds is None:
+        args.svd_rounds = args.warmup + args.repeats
     return args
 
 

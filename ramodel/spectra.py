@@ -417,10 +417,14 @@ _KRYLOV_DIM_RATIO = 4
 #: On NumPy the stack is processed in chunks of about this many bytes of ``J``, each run
 #: to convergence before the next, so every product after the first reads ``J`` from
 #: cache instead of main memory (see benchmarks/RESULTS_spectra.md).
-_CHUNK_BYTES = 4 * 2**20
+_CHUNK_BYTES = 8 * 2**20
 
 #: A Krylov run is given up when its extrapolated residual misses ``tol`` by this factor.
 _GIVE_UP_FACTOR = 1e3
+
+#: Dense path: thick restart at this many blocks (0: none), product budget factor.
+_DENSE_RESTART_BLOCKS = 4
+_DENSE_PASS_FACTOR = 3
 
 #: Buffers start with room for this many blocks and are widened on demand.
 _KRYLOV_FIRST_CAP = 6
@@ -535,10 +539,12 @@ class _GKL:
         self.finished = np.zeros(c, dtype=bool)
         # room for `cap` Q blocks (cap + 1 P blocks), widened on demand up to smax
         self.cap = cap = min(self.smax, _KRYLOV_FIRST_CAP)
-        self.Q = xp.zeros((c, m, cap * b), dtype=dt)
-        self.JP = xp.zeros((c, m, (cap + 1) * b), dtype=dt)
-        self.P = xp.zeros((c, n, (cap + 1) * b), dtype=dt)
-        self.JtQ = xp.zeros((c, n, cap * b), dtype=dt)
+        # only the written columns of the bases are ever read; B's unwritten entries are
+        # the couplings that vanish in exact arithmetic, so B starts at zero
+        self.Q = xp.empty((c, m, cap * b), dtype=dt)
+        self.JP = xp.empty((c, m, (cap + 1) * b), dtype=dt)
+        self.P = xp.empty((c, n, (cap + 1) * b), dtype=dt)
+        self.JtQ = xp.empty((c, n, cap * b), dtype=dt)
         self.B = xp.zeros((c, cap * b, (cap + 1) * b), dtype=dt)
         self.P[:, :, :b] = xp.broadcast_to(self.P1, (c, n, b))
         self.hist = []  # (products so far, residual estimates) of the checks so far
@@ -553,10 +559,10 @@ class _GKL:
         extra = (new - self.cap) * b
 
         def cols(x):
-            return xp.concat([x, xp.zeros(tuple(x.shape[:-1]) + (extra,), dtype=x.dtype)], axis=-1)
+            return xp.concat([x, xp.empty(tuple(x.shape[:-1]) + (extra,), dtype=x.dtype)], axis=-1)
 
         self.Q, self.JP, self.P, self.JtQ = cols(self.Q), cols(self.JP), cols(self.P), cols(self.JtQ)
-        B = cols(self.B)
+        B = xp.concat([self.B, xp.zeros(tuple(self.B.shape[:-1]) + (extra,), dtype=self.B.dtype)], axis=-1)
         self.B = xp.concat([B, xp.zeros((B.shape[0], extra, B.shape[-1]), dtype=B.dtype)], axis=-2)
         self.cap = new
 
@@ -795,7 +801,13 @@ def _dense_krylov(J, k: int, oversample: int, seed, tol: float, xp):
                             xp.zeros((hi - lo, k), dtype=J.dtype), xp.zeros((hi - lo, n, k), dtype=J.dtype),
                             np.zeros(hi - lo, dtype=bool)))
             continue
-        for idx, U, S, V, ok in _GKL(Jc, None, None, P1, k, smax, tol, xp, compact=True).run(first):
+        if _DENSE_RESTART_BLOCKS:
+            cap = max(2, min(smax, _DENSE_RESTART_BLOCKS))
+            gkl = _GKL(Jc, None, None, P1, k, cap, tol, xp, compact=True, max_passes=2 * smax * _DENSE_PASS_FACTOR + 1,
+                       keep_cols=max(k, (cap * b) // 2))
+        else:
+            gkl = _GKL(Jc, None, None, P1, k, smax, tol, xp, compact=True)
+        for idx, U, S, V, ok in gkl.run(first):
             results.append((idx + lo, U, S, V, ok))
     U, S, V, ok = _assemble(results, c, xp)
     if not ok.all():
