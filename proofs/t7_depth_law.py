@@ -37,7 +37,7 @@ sequence of continuous functions on a compact interval accumulate at minimisers 
 Not proven: that the class-symmetric ansatz is the global optimum of the full UJM (it is the
 T3 point restricted to the mean directions). That link is *checked numerically*: converged
 ``ramodel.simulate`` runs on orthogonal class means reproduce the predicted L sigma_1 to
-~1e-10 relative (L <= 64 in the default run; 256 in the slow test).
+~1e-10 relative (L <= 1024 in the default run; 4096 in the slow test).
 """
 
 from __future__ import annotations
@@ -243,8 +243,8 @@ def _F_numeric(k):
 
 
 SIM_WIDTH, SIM_CLASSES, SIM_NORM, SIM_LAMBDA = 3, 2, 0.5, (1e-2, 1e-2)
-#: Depths of the default simulation comparison (256 is in the slow test; 1024 does not reach 1e-8 today).
-SIM_DEPTHS = (1, 4, 16, 64)
+#: Depths of the default simulation comparison (4096 is in the slow test).
+SIM_DEPTHS = (1, 4, 16, 64, 256, 1024)
 
 
 @functools.lru_cache(maxsize=32)
@@ -312,11 +312,10 @@ def prove(*, numerical: bool = True) -> ProofResult:
     log.conjecture(
         "on orthogonal, noise-free class means with identity skips and MSE, the global optimum of the full UJM is the "
         "class-symmetric point of the reduced problem, so the depth law holds for the full model",
-        "converged ramodel.simulate runs (d = 3, C = 2, means 0.5 e_c, lambda = 1e-2, seed 0) reproduce the reduced "
-        "prediction of L sigma_1: k = 1 at L = 1, 4, 16, 64, 256 to <= 1e-10 relative (0.7313, 1.2840, 1.8199, 2.3658, "
-        "2.9377), k = 2 at L = 1, 4, 16, 64 (0.5533, 0.6412, 0.6647, 0.6706). Deeper runs do not reach 1e-8 today: "
-        "k = 1, L = 1024 stops at |grad| = 4.5e-7 with L sigma_1 = 3.53232 vs predicted 3.53221 (3e-5); k = 2, L = 256 "
-        "and 1024 stop at 7.8e-7 and 9.0e-7 with 0.6732 and 0.6824 vs predicted 0.6720 and 0.6724 (0.2%, 1.5%). T9 proves T3's hypothesis at every global minimiser, so the "
+        "converged ramodel.simulate runs (d = 3, C = 2, means 0.5 e_c, lambda = 1e-2, seed 0; |grad| <= 3e-12) reproduce "
+        "the reduced prediction of L sigma_1 at L = 1, 4, 16, 64, 256, 1024 (default run) and 4096 (slow test): k = 1 "
+        "0.7313, 1.2840, 1.8199, 2.3658, 2.9377, 3.5322, 4.1429 to <= 1e-11 relative; k = 2 0.5533, 0.6412, 0.6647, "
+        "0.6706, 0.6720, 0.6724, 0.6725 to <= 5e-10. T9 proves T3's hypothesis at every global minimiser, so the "
         "optimum has equal symmetric J_l; what is not proven is that it has the class-symmetric form J = s Q Q^T")
     if numerical:
         _numerical(log)

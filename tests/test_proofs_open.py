@@ -133,13 +133,14 @@ def test_t7_bounds_hold_at_many_depths():
 
 @needs_simulate
 @pytest.mark.slow
-def test_t7_full_model_at_L256():
+@pytest.mark.parametrize("k", [1, 2])
+def test_t7_full_model_at_L4096(k):
     from ramodel import depth_law
 
-    sim = t7_depth_law.reduced_simulation(256, 1)
+    sim = t7_depth_law.reduced_simulation(4096, k)
     assert sim.grad_norm <= 1e-8
     s1 = np.linalg.svd(np.asarray(sim.jacobians), compute_uv=False)[:, 0]
-    pred = depth_law.predicted_sigma1([256], branch_factors=1, classes=2, input_norm=0.5)[0]
+    pred = depth_law.predicted_sigma1([4096], branch_factors=k, classes=2, input_norm=0.5)[0]
     np.testing.assert_allclose(s1, pred, rtol=1e-8)
 
 
