@@ -11,6 +11,16 @@ Design constraints:
   MINRES (the Hessian may be indefinite away from a minimum, and is singular along
   symmetries of the factorisation when ``k > 1``), with exact Hessian-vector products,
   and accepts a step on the *gradient norm*, not on Φ.
+- Deep models (issue 19) need a second-order method from the start: the gradient of
+  block l carries the product of the other L - 1 blocks, so a few Hessian eigenvalues
+  grow with depth beside many near lambda_J, and the minimiser lies in a narrow curved
+  valley. :func:`trust_region_newton` (Steihaug–CG on the exact Hessian-vector product,
+  steps judged by actual against predicted decrease of Φ) handles both; L-BFGS took
+  33,550 steps at L = 1000 without converging. The gauge ``B_2 -> B_2 Q``,
+  ``B_1 -> Q^T B_1`` of ``k >= 2`` makes the Hessian singular at critical points; CG
+  from ``p = 0`` stays orthogonal to those null directions (the gradient is), so it
+  needs no projection. :func:`minimize` records each phase (:class:`Phase`) and its
+  stopping reason.
 - Non-finite values are never returned: a trial point with NaN/Inf is treated as a
   step that is too long; if nothing finite can be found, :class:`DivergenceError`
   names the step.

@@ -8,7 +8,7 @@ so a seed gives the same problem on every backend.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -151,7 +151,7 @@ class Simulation:
         c = self.config
         head = (
             f"<b>Simulation</b>: L={self.depth}, C={self.classes}, d={self.width}, N={self.inputs.shape[1]}, "
-            f"loss={html.escape(str(c.get('loss')))}, k={c.get('branch_factors')}, skip={html.escape(str(c.get('skip')))}<br>"
+            f"loss={html.escape(str(c.get('loss')))}, branch_factors={c.get('branch_factors')}, skip={html.escape(str(c.get('skip')))}<br>"
             f"{'converged' if self.converged else '<b>not converged</b>'} after {self.steps} steps, "
             f"|&nabla;&Phi;| = {self.grad_norm:.2e}"
         )
@@ -173,7 +173,7 @@ class Simulation:
         c = self.config
         return (
             f"Simulation(depth={self.depth}, classes={self.classes}, width={self.width}, "
-            f"N={self.inputs.shape[1]}, loss={c.get('loss')!r}, k={c.get('branch_factors')}, "
+            f"N={self.inputs.shape[1]}, loss={c.get('loss')!r}, branch_factors={c.get('branch_factors')}, "
             f"skip={c.get('skip')!r}, converged={self.converged}, grad_norm={self.grad_norm:.2e})"
         )
 
@@ -325,7 +325,7 @@ def simulate(
     tol : float, optional
         Target gradient norm. Default 1e-10 (float64) or 1e-5 (float32).
     max_steps : int, default 100000
-        L-BFGS iteration budget (the Newton polish adds at most 50 steps). Well-conditioned
+        L-BFGS iteration budget (Newton–MINRES adds at most 50 steps). Well-conditioned
         problems stop at ``tol`` after a few hundred steps; skips with spectral norm near 3
         (e.g. banded correlation, bandwidth 3) at depth 8 need about 40,000. It is also
         the budget of trust-region steps.
@@ -488,7 +488,7 @@ def simulate(
         "solver": solver,
         "solver_used": solver_used,
     }
-    return Simulation(
+    sim = Simulation(
         jacobians=J,
         factors=factors,
         classifier=W,
@@ -504,6 +504,26 @@ def simulate(
         config=config,
         phases=result.phases,
     )
+    if sim.is_trivial:
+        sim = replace(sim, message=sim.message + "; " + _trivial_note(branch_factors, identity, skips, xp, depth))
+    return sim
+
+
+def _trivial_note(k, identity, skips, xp, depth) -> str:
+    """Why the solve ended at ``J = 0``, where the maths says so."""
+    note = "the point reached is the trivial critical point J = 0 (Simulation.is_trivial)"
+    if k >= 3:
+        return note + (
+            f": with k = {k} branch factors the data term is O(|B|^{k}) near B = 0, so J = 0 is a strict "
+            "local minimum that attracts small starts, and the weight-decay cost of an end-to-end gain p "
+            f"grows like L^(1-2/k) (log p)^(2/k) with depth, so deep models may have no non-trivial minimum"
+        )
+    if not bool(xp.any(skips != 0)) and depth >= 3:
+        return note + (
+            f": without skips the data term is O(|J|^{depth}) near J = 0, so J = 0 is a strict local minimum; "
+            "from this start the products of the blocks shrink to it"
+        )
+    return note
 
 
 def unpack_copy(theta, problem, xp):
