@@ -15,8 +15,12 @@ through JVPs/VJPs), so two things are fixed in one place:
 Design constraints:
 
 1. Batched only: every step is one batched call (matmul, QR, eigh, SVD of small
-   matrices) over the whole stack ``(..., m, n)``; there is no Python loop over
-   matrices. The only Python loop is over power iterations.
+   matrices) over the stack ``(..., m, n)``; there is no Python loop over
+   matrices. The Python loops are over power iterations (or Krylov blocks) and, for
+   the default ``method="auto"`` on NumPy only, over cache-sized chunks of the stack
+   (about 8 MiB of ``J`` each, run to convergence one after the other so that every
+   product after the first reads ``J`` from cache; measured in
+   ``benchmarks/RESULTS_spectra.md``). Other namespaces get the whole stack at once.
 2. Namespace-generic: the namespace comes from the input
    (:func:`ramodel.backend.get_namespace`), so NumPy, CuPy and any array-API library
    with the ``linalg`` extension work; nothing is imported to find out.
@@ -842,8 +846,9 @@ def top_singular(
     ----------
     J : array, shape (..., m, n)
         Real stack with any leading batch shape. Floating input keeps its dtype
-        (float32 stays float32); integer and boolean input is converted to float64.
-        Must be finite.
+        (float32 stays float32), except float16, which LAPACK cannot factorise: it is
+        computed in float32, with a ``UserWarning``, and the results are float32.
+        Integer and boolean input is converted to float64. Must be finite.
     k : int
         Number of triplets, ``1 <= k <= min(m, n)``.
     method : {"auto", "svd", "gram", "randomized"}, default "auto"
@@ -855,10 +860,11 @@ def top_singular(
         - ``"randomized"``: Halko-Martinsson-Tropp range finder with power
           iterations, from batched matmuls, skinny QRs and an SVD of small
           ``(k + oversample)``-square matrices.
-        - ``"auto"``: ``"randomized"`` when ``min(m, n) > 32`` and
-          ``4 (k + oversample) <= min(m, n)``, after which every matrix whose
-          residual test fails (see ``tol``) is recomputed with the backend's exact
-          method; otherwise that exact method directly. The exact method is
+        - ``"auto"``: when ``min(m, n) > 32`` and ``4 (k + oversample) <= min(m, n)``,
+          a certified block Krylov method (below; with an integer ``power_iters``,
+          ``"randomized"`` with the residual test instead), after which every
+          matrix whose certificate fails (see ``tol``) is recomputed with the
+          backend's exact method; otherwise that exact method directly. The exact method is
           ``"svd"``, except on CuPy for ``max(m, n) > 32`` where it is ``"gram"``
           (CuPy's batched SVD loops over matrices above 32x32; its batched eigh
           does not).
@@ -890,7 +896,9 @@ def top_singular(
         ``"svd"``/``"gram"``.
     tol : float in (0, 1] or None, default None
         Residual test for ``power_iters="auto"`` and ``method="auto"``: a matrix
-        passes when ``|J v_i - s_i u_i| <= tol * s_1`` for all ``i <= k``. None
+        passes when ``|J v_i - s_i u_i| <= tol * s_1`` for all ``i <= k`` (the block
+        Krylov certificate also requires ``|J^T u_i - s_i v_i| <= tol * s_1`` and
+        ``|U^T U - I|, |V^T V - I| <= tol`` entrywise). None
         means ``sqrt(eps)`` of the dtype (1.5e-8 for float64, 3.5e-4 for float32),
         the resolution of ``"gram"``.
 
@@ -951,6 +959,21 @@ def top_singular(
       exact one. On flat spectra (e.g. square Gaussian matrices) the cap is hit
       before the test passes; ``"auto"`` then falls back to the exact method for
       those matrices. ``J^T U = V diag(S)`` holds to rounding by construction.
+    - ``"auto"`` (block Krylov): block Golub-Kahan-Lanczos with blocks of
+      ``b = k + min(oversample, 2)`` vectors, started from one Gaussian block shared
+      by the stack, with full reorthogonalisation (a Lanczos-local Gram-Schmidt pass
+      then a full one), the projected matrix ``B = Q^T J P`` assembled from the
+      Gram-Schmidt coefficients, and thick restarts that keep the bases within 4
+      blocks (compressed to their best Ritz vectors). After every product a free
+      residual estimate is read off ``B``; a matrix whose estimate passes gets the
+      explicit certificate (residuals from the stored products ``J P`` and
+      ``J^T Q``, no extra pass, and orthonormality of ``U`` and ``V``) and leaves
+      the batch. A matrix still uncertified after ``6 min(m, n) / (4 b)`` products,
+      or whose residual stagnates, gets the exact method. The certificate bounds
+      the same quantities as for ``"randomized"``; by construction ``S`` never
+      exceeds the true values. On NumPy the stack is processed in chunks of about
+      8 MiB of ``J``. Compared with ARPACK, scikit-learn and fbpca in
+      ``benchmarks/RESULTS.md``.
     - For repeated or clustered singular values, individual vectors are not
       unique for any method; compare subspaces (projectors) instead.
 
@@ -1047,6 +1070,18 @@ def top_singular_operator(
     dtype : {"float32", "float64"}, default "float64"
         Dtype of the test matrix passed to ``matvec``; later blocks take the dtype
         ``matvec`` returns.
+    method : {"randomized", "krylov"}, default "randomized"
+        ``"randomized"``: the range finder above (the algorithm
+        ``ramodel.torch.export_jacobians`` mirrors). ``"krylov"`` (with
+        ``power_iters`` ignored): the certified block Krylov method of
+        :func:`top_singular` (``method="auto"``) on products: blocks of
+        ``b = k + min(oversample, 2)`` vectors, thick restarts at 8 blocks, at most
+        120 products, stopping once every matrix passes the certificate (see
+        ``tol``). It needs ``4 (k + oversample) <= min(m, n)`` (else
+        ``"randomized"`` is used). Without the matrix there is no exact fallback:
+        a matrix that does not pass within the budget comes back with its last Ritz
+        triplets (orthonormal; values below the true ones); check them with
+        :func:`triplet_residual` if needed.
 
     Returns
     -------
