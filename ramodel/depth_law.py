@@ -137,9 +137,24 @@ def optimal_log_gain(depths, *, branch_factors: int = 1, x: float = 1.0, y: floa
     the proven a-priori bound on stationary points (``t e^{2t} <= c L``, i.e. ``t <=
     max(1, log(cL)/2)`` for k = 1, ``t <= log(c)/2`` for k = 2 with ``c = y^2 b/(a x^2)``).
 
+    Parameters
+    ----------
+    depths : array of int
+        Depths L >= 1.
+    branch_factors : {1, 2}
+        ``k``: squared (k = 1) or nuclear-norm (k = 2) penalty per mode.
+    x, y, a, b : float
+        The per-mode problem (all > 0); :func:`reduced_parameters` gives them for
+        orthogonal class means.
+    grid : int, default 4000
+        Bracketing grid on ``[0, t_max]``. ``F_L'`` changes sign at most a few times
+        there (k = 2: at most twice, proven), so 4000 points separate the roots with a
+        wide margin; the bisection then reaches full float64 precision.
+
     Returns
     -------
     ndarray, shape (len(depths),)
+        ``t*`` for each depth; ``sigma_1 = expm1(t*/L)``.
     """
     k = _check_k(branch_factors)
     x, y, a, b = (_check_positive(n, v) for n, v in (("x", x), ("y", y), ("a", a), ("b", b)))
@@ -218,6 +233,23 @@ def asymptotic_L_sigma1(depths, *, branch_factors: int = 1, x: float = 1.0, y: f
     k = 1: ``W0(2 c L)/2`` with ``c = y^2 b/(a x^2)`` (the upper bound of T7; the exact
     value differs by O(1/log L) relatively). k = 2: the constant limit
     ``log(q_+/x^2)/2`` (or 0 when ``J = 0`` wins), the same for every L.
+
+    Parameters
+    ----------
+    depths : array of int
+    branch_factors : {1, 2}
+    x, y, a, b : float
+        As in :func:`optimal_log_gain`.
+
+    Returns
+    -------
+    ndarray, shape (len(depths),)
+
+    Examples
+    --------
+    >>> prm = reduced_parameters(classes=2, input_norm=0.5)
+    >>> round(float(asymptotic_L_sigma1([10**6], branch_factors=2, **prm)[0]), 6)
+    0.672519
     """
     k = _check_k(branch_factors)
     L = _depths(depths)
