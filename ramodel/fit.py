@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 
+from ._source import as_source, get_field
 from .backend import to_numpy
 from .simulation import Simulation, simulate
 
@@ -32,10 +32,7 @@ __all__ = ["fit_ujm"]
 _FIXED = ("depth", "classes", "width", "inputs", "labels", "samples_per_class")
 
 
-def _field(source, name):
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
+_field = get_field  # the reader of ramodel._source (kept under its old name)
 
 
 def fit_ujm(
@@ -101,9 +98,8 @@ def fit_ujm(
             f"fit_ujm takes {fixed} from jacobian_set (depth, width, classes, h_0 and labels of the "
             "network); do not pass them"
         )
-    if jacobian_set is None:
-        raise TypeError("jacobian_set must be a JacobianSet, a Simulation or a mapping, got None")
-    R = _field(jacobian_set, "representations")
+    src = as_source(jacobian_set, name="jacobian_set", expected="a JacobianSet, a Simulation or a mapping")
+    R = src.representations
     if R is None:
         raise ValueError(
             "jacobian_set has no 'representations': fit_ujm needs the features h_0 = representations[0] "
@@ -119,18 +115,18 @@ def fit_ujm(
         bad = int(np.sum(~np.isfinite(h0)))
         raise ValueError(f"'representations'[0] (the features h_0) must be finite, but it holds {bad} NaN/Inf value(s)")
     depth, d = int(R.shape[0]) - 1, int(R.shape[2])
-    set_depth = _field(jacobian_set, "depth")
+    set_depth = src.depth
     if set_depth is not None and int(set_depth) != depth:
         raise ValueError(f"'representations' has L+1 = {R.shape[0]} rows but the set has depth {set_depth}")
-    labels = _field(jacobian_set, "labels")
+    labels = src.labels
     if labels is None:
         raise ValueError("jacobian_set has no 'labels' (N,): the UJM fits the network's classes")
-    classes = _field(jacobian_set, "classes")
+    classes = src.classes
     if classes is None:
         raise ValueError("jacobian_set has no 'classes' (C)")
     if hasattr(classes, "shape"):
         classes = int(np.asarray(to_numpy(classes)))
-    skips = _field(jacobian_set, "skips")
+    skips = src.skips
     skip = simulate_kwargs.pop("skip", None)
     source = "skip= argument" if skip is not None else ("the set's skips" if skips is not None else "identity")
     if skip is None:

@@ -28,12 +28,13 @@ import io
 import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ._io import atomic_write_text
+from ._source import as_source, get_field
 from .backend import to_numpy
 
 __all__ = [
@@ -118,10 +119,7 @@ def figure_data_uri(fig, *, dpi: int = 100) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _field(source: Any, name: str) -> Any:
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
+_field = get_field  # the reader of ramodel._source (kept under its old name)
 
 
 def _host(a: Any) -> np.ndarray | None:
@@ -134,6 +132,7 @@ def layer_spectra(source: Any, *, max_inputs: int = SPECTRUM_INPUTS) -> np.ndarr
     Dense per-input Jacobians use ``max_inputs`` inputs spread evenly over N; factors give
     their stored ``S`` (``r = k``). None when the source holds no Jacobians.
     """
+    # Lenient on purpose (any partial source draws what it has): fields, not as_source.
     J = _host(_field(source, "jacobians"))
     if J is not None:
         if J.ndim == 3:
@@ -165,6 +164,7 @@ def ra_figures(source: Any, report) -> list[tuple[str, Any]]:
     """
     from . import plots
 
+    src = as_source(source)
     out = []
     K = report.metrics.get("K")
     if K is not None and K.detail is not None:
@@ -173,7 +173,7 @@ def ra_figures(source: Any, report) -> list[tuple[str, Any]]:
             "(1 = perfectly aligned; averaged over inputs).",
             plots.alignment_heatmap(K.detail),
         ))
-    S = layer_spectra(source)
+    S = layer_spectra(src)
     if S is not None:
         note = "" if S.shape[1] >= report.info["width"] else f" (the stored top {S.shape[1]})"
         out.append((
@@ -181,12 +181,12 @@ def ra_figures(source: Any, report) -> list[tuple[str, Any]]:
             f"{report.info['classes']}.",
             plots.singular_value_spectra(S, classes=int(report.info["classes"])),
         ))
-    R = _field(source, "representations")
+    R = src.representations
     if R is not None:
         out.append((
             "RA1: trajectories h_0 .. h_L of four inputs, each on its own top two principal directions.",
             # Four panels, not plots' default six: the figure's layout dominates a page's cost.
-            plots.trajectories(R, labels=_field(source, "labels"), inputs=4),
+            plots.trajectories(R, labels=src.labels, inputs=4),
         ))
     return out
 

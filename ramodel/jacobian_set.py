@@ -70,6 +70,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._io import atomic_write
+from ._source import ORDER_FACTOR, ORTHONORMAL_FACTOR
 from ._validation import check_int
 from .backend import to_numpy
 
@@ -96,8 +97,8 @@ _MAX_INFLATE_RATIO = 1100
 _RANKS = {"jacobians": (4,), "U": (4,),
           "S": (3,), "V": (4,), "representations": (3,), "skips": (2, 3), "classifier": (2,)}
 # Tolerance factors of the factor checks (see the module docstring).
-_ORTHONORMAL_FACTOR = 100.0
-_ORDER_FACTOR = 100.0
+_ORTHONORMAL_FACTOR = ORTHONORMAL_FACTOR
+_ORDER_FACTOR = ORDER_FACTOR
 
 
 def _immutable_bytes_view(a: np.ndarray) -> bool:

@@ -87,6 +87,7 @@ from typing import Any
 
 import numpy as np
 
+from ._source import ORDER_FACTOR, ORTHONORMAL_FACTOR, RANK_TAU
 from ._validation import check_choice, check_int, check_positive_float
 from .backend import asarray, get_namespace, to_numpy
 from .scaling import DepthLawFit, fit_depth_law
@@ -130,13 +131,13 @@ __all__ = [
     "collapse_metrics",
 ]
 
-DEFAULT_TAU = 1e-3
+DEFAULT_TAU = RANK_TAU
 """Relative threshold of the numerical rank, ``#{sigma_i >= tau * sigma_1}`` (METRICS.md)."""
 
 # Tolerances for factors given by the caller, in units of eps of their dtype (the same
 # as ramodel.jacobian_set, so a JacobianSet that validated also validates here).
-_ORTHONORMAL_FACTOR = 100.0
-_ORDER_FACTOR = 100.0
+_ORTHONORMAL_FACTOR = ORTHONORMAL_FACTOR
+_ORDER_FACTOR = ORDER_FACTOR
 
 _STATISTICS = ("median", "mean", "value")
 

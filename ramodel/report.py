@@ -70,6 +70,7 @@ from . import metrics as _m
 from ._validation import check_choice, check_int, check_positive_float
 from .backend import get_namespace, namespace_name, to_numpy
 from ._io import atomic_write_text
+from ._source import ACTIVE_FLOOR, as_source, get_field, is_bare_array, resolve_classes
 from .metrics import DEFAULT_TAU, Metric
 
 __all__ = ["Thresholds", "Check", "RAReport", "analyze", "PROPERTIES"]
@@ -160,7 +161,7 @@ class Thresholds:
     ra1_min_depth: int = 3
     ra2_margin: float = 0.1
     ra2_chance_z: float = 3.0
-    active_floor: float = 1e-6
+    active_floor: float = ACTIVE_FLOOR
     step_floor: float = 1e-6
     tie_factor: float = 100.0
 
@@ -424,23 +425,13 @@ class RAReport:
 
 
 # ---------------------------------------------------------------------- analyze
-def _field(source: Any, name: str) -> Any:
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
+_field = get_field  # the reader of ramodel._source (kept under its old name)
 
 
 def _classes(value: Any) -> int:
     if value is None:
         raise ValueError("source must give 'classes' (the number of classes C)")
-    if hasattr(value, "shape") and not isinstance(value, (int, np.generic)):
-        arr = np.asarray(to_numpy(value))
-        if arr.ndim != 0 or arr.dtype.kind not in "iu":
-            raise TypeError(
-                f"'classes' must be an integer scalar, got an array of shape {arr.shape} and dtype {arr.dtype}"
-            )
-        value = int(arr)
-    return check_int("classes", value, minimum=2)
+    return resolve_classes(value)
 
 
 def _labels(value: Any, classes: int) -> np.ndarray:
@@ -462,20 +453,11 @@ def _expect(key: str, a: Any, shape: tuple[int, ...], doc: str) -> None:
         raise ValueError(f"'{key}' must have shape {doc} = {shape}, got {tuple(a.shape)}")
 
 
-def _is_bare_array(source: Any) -> bool:
-    return (not isinstance(source, Mapping) and hasattr(source, "shape") and hasattr(source, "dtype")
-            and not hasattr(source, "jacobians"))
+_is_bare_array = is_bare_array
 
 
 def _loss_of(source: Any) -> str | None:
-    cfg = getattr(source, "config", None)
-    if isinstance(cfg, Mapping) and isinstance(cfg.get("loss"), str):
-        return cfg["loss"]
-    meta = _field(source, "meta")
-    if isinstance(meta, Mapping) and isinstance(meta.get("loss"), str):
-        return meta["loss"]
-    loss = _field(source, "loss")
-    return loss if isinstance(loss, str) else None
+    return as_source(source).provenance.loss
 
 
 def _host_norms(M: Any, L: int) -> np.ndarray:
@@ -597,60 +579,35 @@ def analyze(source: Any, *, classes: int | None = None, labels: Any = None, k: i
     >>> analyze(J, classes=2).verdicts["RA2"]       # a bare array of Jacobians
     True
     """
-    if source is None:
-        raise TypeError("source must be an object or a mapping with FORMAT.md fields, or an array of "
-                        "Jacobians, got None")
-    if _is_bare_array(source):
-        source = {"jacobians": source}
+    src = as_source(source)
     thresholds = Thresholds() if thresholds is None else thresholds
     if not isinstance(thresholds, Thresholds):
         raise TypeError(f"thresholds must be a ramodel.report.Thresholds, got {type(thresholds).__name__}")
     tau = _m._check_tau(tau)
-    own_classes = _field(source, "classes")
-    if classes is not None:
-        classes = check_int("classes", classes, minimum=2)
-        if own_classes is not None and _classes(own_classes) != classes:
-            raise ValueError(f"classes={classes} disagrees with the source's classes = {_classes(own_classes)}")
-        C = classes
-    elif own_classes is None:
-        raise ValueError("source must give 'classes' (the number of classes C); for a bare array pass classes=")
-    else:
-        C = _classes(own_classes)
-    own_labels = _field(source, "labels")
-    if labels is not None and own_labels is not None:
+    C = src.classes_or(classes)
+    if labels is not None and src.labels is not None:
         raise ValueError("labels= given, but the source has its own 'labels'; pass one of them")
-    lab = own_labels if own_labels is not None else labels
-    bare = isinstance(source, Mapping) and set(source) == {"jacobians"}
+    lab = src.labels if src.labels is not None else labels
+    bare = src.bare or (isinstance(source, Mapping) and set(source) == {"jacobians"})
     labels_arr = None if (lab is None and bare) else _labels(lab, C)
     if loss is not None:
         loss = check_choice("loss", loss, ("mse", "cross_entropy"))
     else:
-        loss = _loss_of(source)
+        loss = src.provenance.loss
 
-    J = _field(source, "jacobians")
-    factors = {key: _field(source, key) for key in ("U", "S", "V")}
-    given = [key for key, v in factors.items() if v is not None]
-    if J is not None and given:
-        raise ValueError(f"give exactly one of 'jacobians' (dense) or 'U', 'S', 'V' (factors), got both ({given})")
-    if J is not None:
-        st = _m._stack(J, k=None, full=True, name="jacobians")
+    if src.require_jacobians() == "dense":
+        st = _m._stack(src.jacobians, k=None, full=True, name="jacobians")
         layout_key = "jacobians"
-    elif given:
-        missing = [key for key in ("U", "S", "V") if factors[key] is None]
-        if missing:
-            raise ValueError(f"the factor form needs 'U', 'S' and 'V'; missing {missing}")
-        st = _m._stack((factors["U"], factors["S"], factors["V"]), k=None, full=True)
-        layout_key = "U"
     else:
-        raise ValueError("source has no Jacobians: give 'jacobians' (dense) or 'U', 'S', 'V' (top-k factors), "
-                         "or pass the array of Jacobians itself")
+        st = _m._stack(src.factors, k=None, full=True)
+        layout_key = "U"
     L, d = st.L, st.d
     N = int(labels_arr.size) if labels_arr is not None else (1 if st.shared else int(st.U.shape[1]))
     if not st.shared and int(st.U.shape[1]) != N:
         raise ValueError(f"'{layout_key}' has N = {int(st.U.shape[1])} inputs (axis 1) but 'labels' has N = {N}")
 
     def optional(key, ndims, doc):
-        a = _field(source, key)
+        a = getattr(src, key)
         if a is None:
             return None
         return _m._upcast(_m._float_array(key, a, ndims, doc))
@@ -679,7 +636,7 @@ def analyze(source: Any, *, classes: int | None = None, labels: Any = None, k: i
         gain = s1 / ref
     active = gain >= thresholds.active_floor
     inactive = None
-    if getattr(source, "is_trivial", False) is True:
+    if src.provenance.trivial:
         inactive = "trivial critical point (J = 0): the theorems and RA say nothing about it"
     elif float(np.median(gain)) < thresholds.active_floor:
         inactive = (f"branches inactive: median sigma_1 = {float(np.median(s1)):.3g} < floor "

@@ -43,13 +43,14 @@ from typing import Any
 
 import numpy as np
 
+from . import _source
 from ._validation import check_positive_float
 from .backend import to_numpy
 
 __all__ = ["ACTIVE_FLOOR", "MIN_DEPTHS", "DepthLawFit", "DepthScaling", "depth_scaling", "fit_depth_law"]
 
 #: Relative floor below which a branch counts as inactive (see module docstring).
-ACTIVE_FLOOR = 1e-6
+ACTIVE_FLOOR = _source.ACTIVE_FLOOR
 #: Distinct depths RA4 needs before it gives a verdict.
 MIN_DEPTHS = 3
 
@@ -330,7 +331,7 @@ def _models(sources: Any, names: Sequence[str] | None = None) -> list[_Model]:
             out.append(_from_jacobian_set(JacobianSet.load(p), label or p.name))
         elif isinstance(s, JacobianSet):
             out.append(_from_jacobian_set(s, label or f"source {i} (L = {s.depth})"))
-        elif all(hasattr(s, a) for a in ("jacobians", "skips", "converged", "is_trivial", "config")):
+        elif _source.is_simulation(s):
             out.append(_from_simulation(s, label or f"source {i} (L = {s.depth})"))
         else:
             raise TypeError(

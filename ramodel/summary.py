@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import theory
+from . import _source, theory
 from .backend import to_numpy
 
 __all__ = ["TheoremCheck", "theorem_checks", "simulation_summary", "THEOREM_TOL", "RANK_TAU"]
 
 #: Tolerance on the relative residuals of T2 and T3 in the summary.
-THEOREM_TOL = 1e-6
+THEOREM_TOL = _source.THEOREM_TOL
 #: Relative threshold of the numerical rank (METRICS.md default).
-RANK_TAU = 1e-3
+RANK_TAU = _source.RANK_TAU
 
 
 

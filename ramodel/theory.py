@@ -42,6 +42,9 @@ import numpy as np
 from ._validation import as_generator, check_int, check_positive_float
 from .backend import asarray, get_namespace, namespace_name, to_numpy
 from ._io import atomic_write_text
+from ._source import ACTIVE_FLOOR as _ACTIVE_FLOOR
+from ._source import ORDER_FACTOR, ORTHONORMAL_FACTOR, RANK_TAU, as_source, get_field, is_simulation
+from ._source import THEOREM_TOL as _THEOREM_TOL
 from .metrics import Spread
 from .spectra import top_singular
 
@@ -385,13 +388,13 @@ def rank_bound(J, grad_norm, lambda_J, classes):
 # =====================================================================================
 
 #: Numerical-rank threshold (METRICS.md RA3 default), also the completeness rule of factors.
-DEFAULT_TAU = 1e-3
+DEFAULT_TAU = RANK_TAU
 #: Factor sets up to this width are rotated by full Haar matrices per layer (shared by
 #: every input, as for dense sets); wider ones by independent Haar frames per input.
 _SHARED_ROTATION_MAX_WIDTH = 512
 # Orthonormality and ordering tolerances of stored factors (as in JacobianSet).
-_ORTHONORMAL_FACTOR = 100.0
-_ORDER_FACTOR = 100.0
+_ORTHONORMAL_FACTOR = ORTHONORMAL_FACTOR
+_ORDER_FACTOR = ORDER_FACTOR
 
 
 def _mT(x, xp):
@@ -1024,10 +1027,7 @@ class _Source:
     converged: bool | None = None  # a Simulation's solver reached its tol
 
 
-def _field(obj, name):
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
+_field = get_field  # the reader of ramodel._source (kept under its old name)
 
 
 def _as_float(key, a, ndims, doc):
@@ -1086,34 +1086,15 @@ def _same(a, b, xp) -> bool:
 
 
 def _source(obj, *, skips, classes, weight_decay) -> _Source:
-    from .simulation import Simulation
+    src = as_source(obj, name="obj", expected="a Simulation, a JacobianSet or a mapping of FORMAT.md arrays")
+    prov = src.provenance
+    is_sim = prov.is_simulation
+    kind = prov.kind
+    half = any(_half(getattr(src, key)) for key in ("jacobians", "U", "S", "V"))
+    classes = src.classes_or(classes)
 
-    if obj is None:
-        raise TypeError("obj must be a Simulation, a JacobianSet or a mapping of FORMAT.md arrays, got None")
-    if (not isinstance(obj, Mapping) and hasattr(obj, "shape") and hasattr(obj, "dtype")
-            and not hasattr(obj, "jacobians")):
-        obj = {"jacobians": obj}  # a bare (L, d, d) or (L, N, d, d) array of Jacobians
-    is_sim = isinstance(obj, Simulation)
-    kind = "simulation" if is_sim else ("arrays" if isinstance(obj, Mapping) else type(obj).__name__)
-    half = any(_half(_field(obj, key)) for key in ("jacobians", "U", "S", "V"))
-
-    C_obj = _field(obj, "classes")
-    if C_obj is not None and hasattr(C_obj, "shape") and not isinstance(C_obj, (int, np.integer)):
-        C_obj = int(to_numpy(C_obj))
-    if classes is not None:
-        classes = check_int("classes", classes, minimum=2)
-        if C_obj is not None and int(C_obj) != classes:
-            raise ValueError(f"classes={classes} disagrees with the source's classes = {int(C_obj)}")
-    elif C_obj is None:
-        raise ValueError("the number of classes is unknown: pass classes= (the source has no 'classes')")
-    else:
-        classes = check_int("classes", C_obj, minimum=2)
-
-    J = _field(obj, "jacobians")
-    fac = {key: _field(obj, key) for key in ("U", "S", "V")}
-    given = [key for key, v in fac.items() if v is not None]
-    if J is not None and given:
-        raise ValueError(f"give exactly one of 'jacobians' (dense) or 'U', 'S', 'V' (factors), got both ({given})")
+    J = src.jacobians
+    fac = {key: getattr(src, key) for key in ("U", "S", "V")}
     if J is not None:
         J = _as_float("jacobians", J, (3, 4), "(L, N, d, d) or (L, d, d)")
         if J.shape[-1] != J.shape[-2] or min(J.shape) < 1:
@@ -1125,10 +1106,7 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
         L, N, d = int(J.shape[0]), int(J.shape[1]), int(J.shape[-1])
         k = None
         jac = _Dense(J, shared, xp)
-    elif given:
-        missing = [key for key in ("U", "S", "V") if fac[key] is None]
-        if missing:
-            raise ValueError(f"the factor form needs 'U', 'S' and 'V'; missing {missing}")
+    elif src.require_jacobians() == "factors":
         U = _as_float("U", fac["U"], (3, 4), "(L, N, d, k) or (L, d, k)")
         shared = U.ndim == 3
         V = _as_float("V", fac["V"], (U.ndim,), "like 'U'")
@@ -1139,10 +1117,8 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
             U, S, V = (xp.expand_dims(a, axis=1) for a in (U, S, V))
         L, N, d, k = (int(s) for s in U.shape)
         jac = _Factors(U, S, V, shared, xp)
-    else:
-        raise ValueError("the source has no Jacobians: give 'jacobians' (dense) or 'U', 'S', 'V' (top-k factors)")
 
-    R = _field(obj, "representations")
+    R = src.representations
     if R is not None:
         R = _as_float("representations", R, (3,), "(L+1, N, d)")
         if shared:
@@ -1153,13 +1129,13 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
         else:
             _expect("representations", R, (L + 1, N, d), "(L+1, N, d)")
     n_inputs = int(R.shape[1]) if (R is not None and shared) else N
-    labels = _field(obj, "labels")
+    labels = src.labels
     if labels is not None:
         lab = np.asarray(to_numpy(labels))
         if lab.ndim != 1 or (not shared or R is not None) and lab.shape[0] != n_inputs:
             raise ValueError(f"'labels' must have shape (N,) = ({n_inputs},), got {lab.shape}")
 
-    M_obj = _field(obj, "skips")
+    M_obj = src.skips
     M = None
     for key, cand in (("skips", skips), ("the source's skips", M_obj)):
         if cand is None:
@@ -1182,12 +1158,12 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
             orth = float(xp.max(xp.abs(_mT(M, xp) @ M - eye))) <= 1e-10
             skip_kind = "orthogonal" if orth else "general"
 
-    W = _field(obj, "classifier")
+    W = src.classifier
     if W is not None:
         W = _as_float("classifier", W, (2,), "(C, d)")
         _expect("classifier", W, (classes, d), "(C, d)")
 
-    config = dict(getattr(obj, "config", None) or {}) if is_sim else {}
+    config = dict(prov.config) if is_sim else {}
     wd_obj = tuple(float(v) for v in config["weight_decay"]) if "weight_decay" in config else None
     if weight_decay is not None:
         if isinstance(weight_decay, (int, float)) and not isinstance(weight_decay, bool):
@@ -1201,8 +1177,7 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
             raise ValueError(f"weight_decay={weight_decay} disagrees with the simulation's {wd_obj}")
     else:
         weight_decay = wd_obj
-    meta = _field(obj, "meta") if not is_sim else None
-    loss = config.get("loss") if is_sim else (meta.get("loss") if isinstance(meta, Mapping) else None)
+    loss = prov.loss
     branch_factors = int(config["branch_factors"]) if "branch_factors" in config else None
     return _Source(
         xp=xp,
@@ -1221,10 +1196,10 @@ def _source(obj, *, skips, classes, weight_decay) -> _Source:
         loss=loss if loss in ("mse", "cross_entropy") else None,
         branch_factors=branch_factors,
         kind=kind,
-        grad_norm=float(obj.grad_norm) if is_sim else None,
+        grad_norm=prov.grad_norm,
         upcast_from="float16" if half else None,
-        trivial=bool(obj.is_trivial) if is_sim else False,
-        converged=bool(obj.converged) if is_sim else None,
+        trivial=prov.trivial if is_sim else False,
+        converged=prov.converged,
     )
 
 
@@ -1641,11 +1616,8 @@ def check(
         raise TypeError(f"allow_truncated must be a bool, got {allow_truncated!r}")
     rng = as_generator(seed)
     src = _source(obj, skips=skips, classes=classes, weight_decay=weight_decay)
-    if fitted is not None:
-        from .simulation import Simulation
-
-        if not isinstance(fitted, Simulation):
-            raise TypeError(f"fitted must be a Simulation (from ramodel.fit.fit_ujm), got {type(fitted).__name__}")
+    if fitted is not None and not is_simulation(fitted):
+        raise TypeError(f"fitted must be a Simulation (from ramodel.fit.fit_ujm), got {type(fitted).__name__}")
     specs, unavailable = _plan(src, tau=tau, allow_truncated=allow_truncated)
     xp = src.xp
     failed: dict[str, str] = {}
@@ -1726,9 +1698,9 @@ def check(
 #: Upper bound of ``chance_draws`` (see :func:`check`).
 MAX_CHANCE_DRAWS = 10_000
 #: Default tolerance of the theorem verdicts for float64 input.
-THEOREM_TOL = 1e-6
+THEOREM_TOL = _THEOREM_TOL
 #: Branches below this relative gain are inactive (as ``Thresholds.active_floor``).
-ACTIVE_FLOOR = 1e-6
+ACTIVE_FLOOR = _ACTIVE_FLOOR
 THEOREMS = ("T1", "T2", "T3", "T4", "T5", "T6")
 _THEOREM_OF = {
     "numerical_rank": "T1", "energy_top_C": "T1", "chain_residual": "T2", "classifier_residual": "T2",
