@@ -23,9 +23,14 @@ Theorem (all sizes, every L, any differentiable loss).
     **T3's hypothesis holds at every global minimiser**, and ``J_1 = ... = J_L = f(S)`` there. Every
     critical point with some Pi_l != 0 (in particular each audit saddle) is not a global minimiser.
 
+(e) Partial result towards local minimisers: a critical point where some I + J_l has two orthonormal
+    directions with e^T A_l e + e'^T A_l e' < 0 (two eigenvalues on the -1 - f branch, or one with
+    f(mu) > 1 + f(mu')) is a strict saddle (second variation along (b)'s orbit with U = exp(eps K)).
+
 Conjecture (not proven): the same holds at every *local* minimiser, i.e. every critical point with
-some Pi_l != 0 is a strict saddle (the competitor of (b) uses a reflection, det U = -1, which is not
-connected to the identity, so (b) does not give a descent path). Evidence: see :func:`saddle_search`.
+some Pi_l != 0 is a strict saddle. The competitor of (b) uses a reflection, det U = -1, which is not
+connected to the identity, and (e) does not cover a single negative eigenvalue -f(mu) of A_l with
+f(mu) <= 1 + f(mu') (every saddle found is of that kind). Evidence: see :func:`saddle_search`.
 
 Stated facts: polar decomposition; ``tr(U |A|) <= tr |A|`` with equality iff ``U v = v`` on the
 range of |A| (Cauchy-Schwarz on ``sum_i sigma_i v_i^T U v_i``), i.e. iff A = |A|; symmetric square roots
@@ -122,6 +127,21 @@ def _symbolic(log: ProofLog) -> None:
               "J_1 = ... = J_L = f(S); every critical point with some Pi_l != 0 is not a global minimiser",
               "all sizes", "(b) strictly improves any non-symmetric-PSD layer, (c) any singular one; a minimiser "
               "exists (coercive, stated)")
+    # (e) second variation along the data-preserving orbit of (b) with U = exp(eps K), K = e' e^T - e e'^T.
+    e, e2 = MatrixSymbol("e", d, 1), MatrixSymbol("e2", d, 1)
+    unit = Rules.make(pairs={(("e", True), ("e", False)): 1, (("e2", True), ("e2", False)): 1,
+                             (("e", True), ("e2", False)): 0, (("e2", True), ("e", False)): 0})
+    K = e2 * e.T - e * e2.T
+    require_nc_zero(K * K + e * e.T + e2 * e2.T, "K^2 = -(e e^T + e' e'^T) for orthonormal e, e'", unit)
+    require_nc_zero(K + K.T, "K is skew", unit)
+    log.claim("(e) at any critical point, if some layer has orthonormal e, e' with e^T A_l e + e'^T A_l e' < 0 (e.g. two "
+              "eigenvalues of J_l on the -1 - f branch with f > 0, or one with f(mu) > 1 + f(mu') for another "
+              "eigenvalue), the point is a strict saddle: along the orbit of (b) with U = exp(eps K), "
+              "K = e' e^T - e e'^T, the data term is constant and Phi changes by "
+              "lambda_J (tr A_l - tr(U^T A_l)) = (lambda_J eps^2/2)(e^T A_l e + e'^T A_l e') + O(eps^3), so the Hessian "
+              "has a negative eigenvalue", "all sizes",
+              "free-algebra identities modulo orthonormality; (b)'s output identities; exp series, tr(KA) = 0 for K "
+              "skew and A symmetric, cyclicity of the trace (stated)")
 
 
 # --------------------------------------------------------------------------------------
@@ -191,6 +211,29 @@ class ReducedProblem:
             else:
                 mu *= 4
         return th, ng
+
+
+def orbit_point(problem: ReducedProblem, th, layer: int, U):
+    """(b)'s data-preserving orbit: A_l -> U^T A_l, A_m -> U^T A_m U (m > l), W -> W U."""
+    J, W = problem.unpack(th)
+    A = np.eye(problem.d) + J
+    A2 = A.copy()
+    A2[layer] = U.T @ A[layer]
+    for m in range(layer + 1, problem.L):
+        A2[m] = U.T @ A[m] @ U
+    return problem.pack(A2 - np.eye(problem.d), W @ U)
+
+
+def orbit_second_variation(problem: ReducedProblem, th, layer: int, e, e2, h=1e-3):
+    """``d^2/d eps^2 Phi`` along U = exp(eps K), K = e2 e^T - e e2^T (central differences, exact rotation)."""
+    def U(eps):
+        P = np.outer(e, e) + np.outer(e2, e2)
+        K = np.outer(e2, e) - np.outer(e, e2)
+        return np.eye(len(e)) - P + np.cos(eps) * P + np.sin(eps) * K
+
+    f0 = problem.phi(th)
+    fp, fm = (problem.phi(orbit_point(problem, th, layer, U(s))) for s in (h, -h))
+    return (fp - 2 * f0 + fm) / h**2
 
 
 def competitor(problem: ReducedProblem, th, layer: int):
@@ -289,6 +332,13 @@ def _numerical(log: ProofLog) -> None:
         log.note(f"saddle from {r['start']}: Phi = {r['phi']:.5f} (minimum {r['phi_min']:.5f}), J_l eigenvalues "
                  f"{np.round(r['eigs'], 4).tolist()}, layer spread {r['layer_spread']:.3f}, Hessian min eigenvalue "
                  f"{r['hess_min']:.4f}, competitor lowers Phi by {drop:.2e}")
+        # (e): the second variation along the orbit, by central differences, against lambda_J (a_e + a_e').
+        A = np.eye(problem.d) + J[bad]
+        w_, V_ = np.linalg.eigh(A)
+        e_, e2_ = V_[:, 0], V_[:, 1]
+        log.deviation(f"(e) second variation along the orbit ({r['start']})",
+                      abs(orbit_second_variation(problem, th, bad, e_, e2_) - problem.lJ * (w_[0] + w_[1]))
+                      / (problem.lJ * (abs(w_[0]) + abs(w_[1]))), 1e-5)
         if not r["hess_min"] < -1e-3:
             raise ProofFailure(f"T9 conjecture counterexample? critical point {r['start']} violates the hypothesis "
                                f"with Hessian min eigenvalue {r['hess_min']:.2e}")
