@@ -315,7 +315,12 @@ def simulate(
         Standard deviation times sqrt(d) of the random initial factors and classifier.
         Default 0.1, or 1.0 when every skip is zero: without skips the data term is
         ``O(|J|^L)``, so for ``L >= 3`` the origin is a strict local minimum of Φ and a
-        small start converges to the useless ``J = 0``.
+        small start converges to the useless ``J = 0``. With skips, a start drawn at a
+        depth ``L > 32`` gets ``0.1 sqrt(32 / L)``: the end-to-end map of random blocks
+        grows like ``exp(L init_scale² / 2)``, and the shrunken start keeps it bounded
+        (measured at L = 1024 with orthogonal skips: converged in 258 trust-region steps,
+        against no convergence in 10 minutes from 0.1). Depth continuation draws its
+        start at the base depth (<= 32), so it uses 0.1.
     backend : {"numpy", "cupy"} or module, default "numpy"
     dtype : {"float64", "float32"}, default "float64"
     seed : int, SeedSequence, Generator or None, default 0
@@ -420,9 +425,8 @@ def simulate(
         dtype=dtype_name,
         xp=xp,
     )
-    if init_scale is None:
-        init_scale = 1.0 if not bool(xp.any(skips != 0)) else 0.1
-    init_scale = check_positive_float("init_scale", init_scale)
+    if init_scale is not None:
+        init_scale = check_positive_float("init_scale", init_scale)
     Y = np.eye(classes)[:, y]
     problem = model.make_problem(
         asarray(np.ascontiguousarray(X.T), xp=xp, dtype=dtype_name),
@@ -443,6 +447,8 @@ def simulate(
     if solver_used == "continuation" and not identity:
         raise ValueError("solver='continuation' needs identity skips (skip='identity'); use 'trust-region'")
     levels = _continuation_depths(depth) if solver_used == "continuation" else [depth]
+    if init_scale is None:
+        init_scale = _default_init_scale(levels[0], bool(xp.any(skips != 0)))
     scale = init_scale / math.sqrt(width)
     factors0 = init_rng.standard_normal((levels[0], branch_factors, width, width)) * scale
     W0 = init_rng.standard_normal((classes, width)) * scale
@@ -592,6 +598,13 @@ def _check_memory(**sizes) -> None:
             f"{need / 2**30:.3g} GiB, more than this machine's {have / 2**30:.3g} GiB of memory; "
             f"reduce width or depth (the memory grows like depth * branch_factors * width^2)"
         )
+
+
+def _default_init_scale(init_depth: int, has_skips: bool) -> float:
+    """The default ``init_scale`` for a start drawn at ``init_depth`` (see :func:`simulate`)."""
+    if not has_skips:
+        return 1.0
+    return 0.1 * math.sqrt(min(1.0, CONTINUATION_BASE / init_depth))
 
 
 def _all_identity(skips, xp) -> bool:
