@@ -72,20 +72,14 @@ from .backend import get_namespace, namespace_name, to_numpy
 from ._io import atomic_write_text
 from ._source import ACTIVE_FLOOR, as_source, get_field, is_bare_array, resolve_classes
 from .metrics import DEFAULT_TAU, Metric
+from .metrics import registry as _registry
 
 __all__ = ["Thresholds", "Check", "RAReport", "analyze", "PROPERTIES"]
 
 PROPERTIES = ("RA1", "RA2", "RA3", "RA4")
 
-# Display order of the metrics, by property ("NC" has no verdict).
-_GROUPS = {
-    "RA1": ("collinearity", "equispacing", "step_ratio", "progress_r2"),
-    "RA2": ("A_left", "A_right", "A_left_adjacent", "A_right_adjacent", "a_lr", "cos_lr", "K", "K_adjacent",
-            "across_inputs_left", "across_inputs_right"),
-    "RA3": ("numerical_rank", "energy_top_C", "stable_rank"),
-    "RA4": ("sigma1_cv", "sigma1_mean"),
-    "NC": ("nc1", "nc2_equinorm", "nc2_etf", "nc3", "nc4"),
-}
+# Display order of the metrics, by property ("NC" has no verdict): from the one table.
+_GROUPS = _registry.groups()
 
 
 @dataclass(frozen=True)
@@ -681,7 +675,7 @@ def analyze(source: Any, *, classes: int | None = None, labels: Any = None, k: i
     metrics: dict[str, Metric] = {}
     unavailable: dict[str, str] = {}
     if R is None:
-        for name in _GROUPS["RA1"] + _GROUPS["NC"]:
+        for name in _registry.needing("representations"):
             unavailable[name] = "no representations given"
     else:
         raw = _m._trajectory_raw(R)
@@ -699,7 +693,7 @@ def analyze(source: Any, *, classes: int | None = None, labels: Any = None, k: i
     _m._attempt(metrics, unavailable, "sigma1_mean", lambda: _m._sigma1_mean_metric(st))
     if R is not None:
         if labels_arr is None:
-            for name in _GROUPS["NC"]:
+            for name in _registry.needing("labels"):
                 unavailable[name] = "no labels given"
         else:
             out, missing = _m._collapse_group(R[-1, ...], labels_arr, C, W, bias)
@@ -708,20 +702,14 @@ def analyze(source: Any, *, classes: int | None = None, labels: Any = None, k: i
 
     chance = k / d
     need = thresholds.ra2_required(chance)
-    ra2_rule = f"mean >= max({thresholds.ra2_alignment:g}, {thresholds.ra2_chance_multiple:g} x chance"
-    cap = thresholds.ra2_chance_cap
-    ra2_rule += ")" if cap is None else f" capped at chance + {cap:g}(1 - chance))"
     max_rank = thresholds.max_rank(C)
-    specs = (
-        ("RA1", "collinearity", ">=", thresholds.ra1_collinearity, f"median >= {thresholds.ra1_collinearity:g}"),
-        ("RA1", "equispacing", ">=", thresholds.ra1_equispacing, f"median >= {thresholds.ra1_equispacing:g}"),
-        ("RA2", "A_left", ">=", need, ra2_rule),
-        ("RA2", "A_right", ">=", need, ra2_rule),
-        ("RA3", "numerical_rank", "<=", float(max_rank), f"median <= {max_rank}"),
-        ("RA3", "energy_top_C", ">=", thresholds.ra3_energy, f"median >= {thresholds.ra3_energy:g}"),
-    )
+    ctx = {"C": C, "chance": chance}
     checks = []
-    for prop, name, op, thr, rule in specs:
+    for spec in _registry.METRICS:
+        if spec.verdict is None:
+            continue
+        prop, name, op = spec.property, spec.name, spec.verdict.op
+        thr, rule = spec.verdict.threshold(thresholds, ctx), spec.verdict.rule(thresholds, ctx)
         m = metrics.get(name)
         if m is None:
             checks.append(Check(prop, name, op, float(thr), rule, None, None))
