@@ -43,6 +43,7 @@ __all__ = [
     "hvp",
     "hvp_operator",
     "split_depth",
+    "valley_retraction",
 ]
 
 LOSSES = ("mse", "cross_entropy")
@@ -550,3 +551,62 @@ def _sqrtm_near_identity(A, xp, *, max_iter: int = 60):
         if delta <= 1e-15 * max(1.0, float(xp.max(xp.abs(Y)))):
             break
     return Y
+
+
+def valley_retraction(problem: Problem):
+    """A curvilinear trial point for trust-region steps that keeps ``E = W P`` on its line.
+
+    The data term sees the classifier only through ``E = W P`` with ``P = A_L ... A_1`` the
+    end-to-end map, and at depth the minimiser lies along the curved valley ``W P ≈ const``
+    (P grows while W shrinks). A straight step ``(dB, dW)`` leaves that valley at second
+    order, which limits the trust region to short steps. This retraction moves the factors
+    by ``dB`` but sets the classifier to ``W' = (E + dE) P'^{-1}`` with
+    ``dE = dW P + W dP`` (the first-order change of ``E``) and ``P'`` the end-to-end map
+    after the step. It agrees with ``theta + p`` to first order. When ``P'`` is singular
+    or the result is not finite it returns ``theta + p``.
+
+    Parameters
+    ----------
+    problem : Problem
+
+    Returns
+    -------
+    callable
+        ``retract(theta, p) -> theta_new``.
+    """
+
+    def retract(theta, p):
+        xp = get_namespace(theta, p)
+        factors, W = unpack(theta, problem)
+        dfactors, dW = unpack(p, problem)
+        k = factors.shape[1]
+        pre, suf = _prefix_suffix(factors, xp)
+        dJ = None
+        for i in range(k):
+            t = dfactors[:, i, ...]
+            t = t if pre[i] is None else t @ pre[i]
+            t = t if suf[i] is None else suf[i] @ t
+            dJ = t if dJ is None else dJ + t
+        A = problem.skips + jacobians_from_factors(factors)
+        d = problem.width
+        Q = xp.eye(d, dtype=theta.dtype)
+        dQ = xp.zeros_like(Q)
+        for l in range(A.shape[0]):
+            dQ = dJ[l, ...] @ Q + A[l, ...] @ dQ
+            Q = A[l, ...] @ Q
+        E_new = (W + dW) @ Q + W @ dQ
+        new_factors = factors + dfactors
+        A_new = problem.skips + jacobians_from_factors(new_factors)
+        Q_new = xp.eye(d, dtype=theta.dtype)
+        for l in range(A_new.shape[0]):
+            Q_new = A_new[l, ...] @ Q_new
+        fallback = theta + p
+        try:
+            W_new = xp.matrix_transpose(xp.linalg.solve(xp.matrix_transpose(Q_new), xp.matrix_transpose(E_new)))
+        except Exception:  # noqa: BLE001  (singular end-to-end map: take the straight step)
+            return fallback
+        if not bool(xp.all(xp.isfinite(W_new))):
+            return fallback
+        return pack(new_factors, W_new, xp)
+
+    return retract

@@ -520,6 +520,7 @@ def trust_region_newton(
     radius: float | None = None,
     cg_maxiter: int = 1000,
     operator: Callable | None = None,
+    retract: Callable | None = None,
 ):
     """Trust-region Newton–CG (Steihaug) with exact Hessian-vector products.
 
@@ -552,6 +553,11 @@ def trust_region_newton(
     operator : callable, optional
         ``operator(x) -> (v -> H v)``: builds the Hessian at ``x`` once per step (so
         that the products can reuse the forward and backward sweeps). Overrides ``hessp``.
+    retract : callable, optional
+        ``retract(x, p) -> x_new``, the trial point for the step ``p``; default ``x + p``.
+        Any map that agrees with ``x + p`` to first order keeps the convergence rate;
+        one that follows the curved valley of the problem allows longer steps (see
+        :func:`ramodel.model.valley_retraction`).
 
     Returns
     -------
@@ -575,7 +581,7 @@ def trust_region_newton(
         )
         products += its
         pnorm = math.sqrt(_dot(p, p, xp))
-        x_new = x + p
+        x_new = x + p if retract is None else retract(x, p)
         f_new, g_new = fun(x_new)
         if not _finite(f_new, g_new, xp):
             radius = 0.25 * pnorm
@@ -625,6 +631,7 @@ def minimize(
     method: str = "lbfgs-newton",
     operator: Callable | None = None,
     depth: int | None = None,
+    retract: Callable | None = None,
 ) -> OptimizeResult:
     """Minimise to a gradient norm of ``tol``, in phases.
 
@@ -656,6 +663,8 @@ def minimize(
         :func:`ramodel.model.hvp_operator`); used by the trust-region phase.
     depth : int, optional
         Recorded in the phases (depth continuation runs several depths).
+    retract : callable, optional
+        ``retract(x, p) -> x_new`` for the trust-region phase (see :func:`trust_region_newton`).
 
     Returns
     -------
@@ -705,7 +714,8 @@ def minimize(
     if (hessp is not None or operator is not None) and gnorm > tol:
         start = len(history) - 1
         x, f, g, n, message, products = trust_region_newton(
-            fun, hessp, x, f, g, tol=tol, max_steps=max_steps, history=history, operator=operator
+            fun, hessp, x, f, g, tol=tol, max_steps=max_steps, history=history, operator=operator,
+            retract=retract,
         )
         gnorm = math.sqrt(_dot(g, g, xp))
         if message == "gradient norm below tol":

@@ -465,6 +465,7 @@ def simulate(
             max_steps=max_steps,
             method=solver_used,
             operator=lambda th: model.hvp_operator(th, problem),
+            retract=model.valley_retraction(problem) if bool(xp.any(skips != 0)) else None,
         )
     factors, W = unpack_copy(result.x, problem, xp)
     J = model.jacobians_from_factors(factors)
@@ -655,6 +656,7 @@ def _solve_by_continuation(problem, theta0, levels, *, tol, max_steps, xp):
             method="lbfgs-newton" if i == 0 else "trust-region",
             operator=lambda th, sub=sub: model.hvp_operator(th, sub),
             depth=Li,
+            retract=model.valley_retraction(sub),
         )
         offset = len(history)
         history.extend(result.history)
