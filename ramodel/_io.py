@@ -214,5 +214,4 @@ def atomic_write_text(path, text: str, *, action: str = "write", argument: str =
     IsADirectoryError
         If ``path`` is a folder.
     """
-    data = text.encode("utf-8")
-    return atomic_write(path, lambda fh: fh.write(data), action=action, argument=argument)
+    return atomic_write_bytes(path, text.encode("utf-8"), action=action, argument=argument)

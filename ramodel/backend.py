@@ -174,3 +174,24 @@ def asarray(x: Any, *, xp: types.ModuleType, dtype: Any = None):
     if isinstance(x, np.ndarray) and xp.__name__.startswith("array_api_strict"):
         return xp.asarray(x.tolist() if x.ndim == 0 else x, dtype=dtype)
     return xp.asarray(x, dtype=dtype)
+
+
+# ----------------------------------------------------------------- array shims
+# The few calls whose spelling differs between NumPy < 2, CuPy and the array API; one
+# copy each, used by the metrics and the theorem measures.
+def matrix_transpose(x: Any, xp: types.ModuleType):
+    """``x`` with its last two axes swapped, in namespace ``xp``."""
+    f = getattr(xp, "matrix_transpose", None)
+    return f(x) if f is not None else xp.swapaxes(x, -1, -2)
+
+
+def astype(x: Any, dtype: Any, xp: types.ModuleType):
+    """``x`` cast to ``dtype``, in namespace ``xp``."""
+    f = getattr(xp, "astype", None)
+    return f(x, dtype) if f is not None else x.astype(dtype)
+
+
+def permute_dims(x: Any, axes: tuple[int, ...], xp: types.ModuleType):
+    """``x`` with its axes permuted, in namespace ``xp``."""
+    f = getattr(xp, "permute_dims", None)
+    return f(x, axes) if f is not None else xp.transpose(x, axes)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._format import freeze
 from ._validation import as_generator, check_int, check_memory, check_positive_float
 
 __all__ = ["gaussian_mixture", "Dataset", "digits", "mnist5k"]
@@ -174,9 +175,7 @@ def _missing_extra(loader: str, package: str, exc: ImportError) -> ImportError:
     )
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
+_frozen = freeze  # ramodel._format
 
 
 @functools.lru_cache(maxsize=1)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ._format import html_table, number, verdict_word
 from ._io import atomic_write_text
 from ._source import as_source, get_field
 from .backend import to_numpy
@@ -257,22 +258,10 @@ def theory_figures(report) -> list[tuple[str, Any]]:
 
 # ---------------------------------------------------------------------------- tables
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    v = float(v)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    return f"{v:.4g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+    return number(v, digits=4, sci_digits=3, high=1e5, zero="0")
 
 
-def _verdict(v: bool | None) -> str:
-    return "undetermined" if v is None else ("holds" if v else "fails")
+_verdict = verdict_word
 
 
 def ra_comparison_rows(reports: Sequence, names: Sequence[str], *, reasons: bool = False) -> list[tuple[str, ...]]:
@@ -395,22 +384,7 @@ def theory_comparison_rows(reports: Sequence, names: Sequence[str]) -> list[tupl
 
 
 def _table(rows: Sequence[Sequence[str]], *, marks: bool = False) -> str:
-    esc = html.escape
-
-    def cell(c: str) -> str:
-        cls = ""
-        if marks:
-            if c.endswith("(FAIL)") or c == "fails":
-                cls = ' class="fail"'
-            elif c.endswith("(pass)") or c == "holds":
-                cls = ' class="pass"'
-            elif c in ("n/a", "undetermined"):
-                cls = ' class="na"'
-        return f"<td{cls}>{esc(c)}</td>"
-
-    head = "".join(f"<th>{esc(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(cell(str(c)) for c in r) + "</tr>" for r in rows[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return html_table(rows, marks=marks)
 
 
 def _figures_html(figures: Sequence[tuple[str, Any]], dpi: int) -> str:

@@ -69,6 +69,7 @@ import numpy as np
 from . import metrics as _m
 from ._validation import check_choice, check_int, check_positive_float
 from .backend import get_namespace, namespace_name, to_numpy
+from ._format import html_table, number, text_table, verdict_word
 from ._io import atomic_write_text
 from ._source import ACTIVE_FLOOR, as_source, get_field, is_bare_array, resolve_classes
 from .metrics import DEFAULT_TAU, Metric
@@ -238,18 +239,10 @@ class Check:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    v = float(v)
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.4g}"
+    return number(v, digits=4)
 
 
-def _verdict_word(v: bool | None) -> str:
-    return "undetermined" if v is None else ("holds" if v else "fails")
+_verdict_word = verdict_word
 
 
 def _save_path(path: Any) -> pathlib.Path:
@@ -387,11 +380,7 @@ class RAReport:
 
     def __str__(self) -> str:
         head = ("property", "measure", "value", "chance", "threshold", "verdict")
-        rows = [head] + self._rows()
-        widths = [max(len(r[j]) for r in rows) for j in range(len(head))]
-        lines = [self._header()]
-        for r in rows:
-            lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        lines = [self._header(), *text_table([head, *self._rows()])]
         lines.append("verdicts: " + ", ".join(f"{p} {_verdict_word(v)}" for p, v in self.verdicts.items()))
         for p, v in self.verdicts.items():
             lines.append(f"  {p} {_verdict_word(v)}: {self.reasons.get(p, '')}")
@@ -405,17 +394,9 @@ class RAReport:
     def _repr_html_(self) -> str:
         esc = html.escape
         head = ("property", "measure", "value", "chance", "threshold", "verdict")
-        out = [f"<div><p><b>{esc(self._header())}</b></p>", "<table>",
-               "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
-        for r in self._rows():
-            out.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
-        out.append("</tbody></table><table><thead><tr><th>property</th><th>verdict</th>"
-                   "<th>reason</th></tr></thead><tbody>")
-        for p, v in self.verdicts.items():
-            out.append(f"<tr><td>{esc(p)}</td><td>{esc(_verdict_word(v))}</td>"
-                       f"<td>{esc(self.reasons.get(p, ''))}</td></tr>")
-        out.append("</tbody></table></div>")
-        return "".join(out)
+        verdicts = [(p, _verdict_word(v), self.reasons.get(p, "")) for p, v in self.verdicts.items()]
+        return (f"<div><p><b>{esc(self._header())}</b></p>" + html_table([head, *self._rows()])
+                + html_table([("property", "verdict", "reason"), *verdicts]) + "</div>")
 
 
 # ---------------------------------------------------------------------- analyze

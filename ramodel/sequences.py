@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import datasets
+from ._format import freeze
 from ._validation import as_generator, check_int, check_positive_float
 
 __all__ = [
@@ -88,9 +89,7 @@ class SequenceDataset(datasets.Dataset):
         return {**super().to_dict(), "steps": self.steps, "features": self.features, "task": self.task}
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
+_frozen = freeze  # ramodel._format
 
 
 def _symbols(name: str, symbols) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _source
+from ._format import number
 from .backend import to_numpy
 from .theory import (  # folded into ramodel.theory (issue 18)
     TheoremCheck,
@@ -25,7 +26,7 @@ RANK_TAU = _source.RANK_TAU
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.3e}" if (x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4)) else f"{x:.4f}"
+    return number(x, digits=4, sci_digits=3, high=1e4, fixed=True)
 
 
 def simulation_summary(sim, *, top: int | None = None) -> str:

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import asarray, get_namespace, to_numpy
+from ..backend import (
+    asarray,
+    astype,
+    get_namespace,
+    matrix_transpose,
+    permute_dims,
+    to_numpy,
+)
 
 
 def _top_singular(*args, **kwargs):
@@ -21,19 +28,10 @@ def _top_singular(*args, **kwargs):
     return top_singular(*args, **kwargs)
 
 
-def _mT(x, xp):
-    f = getattr(xp, "matrix_transpose", None)
-    return f(x) if f is not None else xp.swapaxes(x, -1, -2)
-
-
-def _astype(x, dtype, xp):
-    f = getattr(xp, "astype", None)
-    return f(x, dtype) if f is not None else x.astype(dtype)
-
-
-def _permute(x, axes, xp):
-    f = getattr(xp, "permute_dims", None)
-    return f(x, axes) if f is not None else xp.transpose(x, axes)
+# Namespace shims: one copy each, in ramodel.backend.
+_mT = matrix_transpose
+_astype = astype
+_permute = permute_dims
 
 
 def _host(x) -> np.ndarray:

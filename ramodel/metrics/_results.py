@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._format import frozen_copy, json_array, json_float
 from .._validation import check_choice
 
 _STATISTICS = ("median", "mean", "value")
@@ -30,24 +31,10 @@ def _quantiles(x: np.ndarray, qs: Sequence[float]) -> list[float]:
     return [float(v) for v in np.quantile(x, qs, method=method)]
 
 
-def _json_float(v: float) -> float | str | None:
-    if math.isfinite(v):
-        return float(v)
-    if math.isnan(v):
-        return None
-    return "inf" if v > 0 else "-inf"
-
-
-def _json_array(a: np.ndarray) -> Any:
-    if a.ndim == 0:
-        return _json_float(float(a))
-    return [_json_array(row) for row in a] if a.ndim > 1 else [_json_float(float(v)) for v in a]
-
-
-def _frozen(a: Any) -> np.ndarray:
-    out = np.array(a, dtype=np.float64, copy=True)
-    out.setflags(write=False)
-    return out
+# JSON-safe numbers and frozen copies: one copy, in ramodel._format.
+_json_float = json_float
+_json_array = json_array
+_frozen = frozen_copy
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ def _nanmean(x: np.ndarray, axis) -> np.ndarray:
     return out
 
 
-def _nanmedian(x: np.ndarray, axis) -> np.ndarray:
+def _nanmedian(x: np.ndarray, axis=None) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
         return np.nanmedian(x, axis=axis)

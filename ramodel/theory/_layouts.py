@@ -6,11 +6,10 @@ Each layout computes every measure's samples its own way (factors without formin
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..backend import asarray
+from ..backend import asarray, matrix_transpose
+from ..metrics._stack import _power_of_two_scale as _stack_scale  # one copy
 from ..spectra import top_singular
 from .chance import _haar
 from .closed_forms import (
@@ -27,9 +26,7 @@ from .closed_forms import (
     psd_defect,
 )
 
-
-def _mT(x, xp):
-    return xp.matrix_transpose(x)
+_mT = matrix_transpose  # ramodel.backend
 
 
 def _lr_fro(A, B, xp):
@@ -286,8 +283,5 @@ def _pad(S, n, xp):
 
 def _power_of_two_scale(x, xp) -> float:
     """``2**e`` near ``max|x|`` when squares of ``x`` would overflow or underflow, else 1."""
-    m = float(xp.max(xp.abs(x)))
-    fi = np.finfo(np.dtype(str(x.dtype).split(".")[-1]))
-    if m == 0.0 or (float(fi.tiny) ** 0.25 <= m <= float(fi.max) ** 0.25):
-        return 1.0
-    return math.ldexp(1.0, math.frexp(m)[1])
+    del xp  # the namespace of x
+    return _stack_scale(x)

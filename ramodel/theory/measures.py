@@ -5,7 +5,6 @@ measured on it, and their evaluation and summaries.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from .._source import ORDER_FACTOR, ORTHONORMAL_FACTOR, RANK_TAU, as_source, get
 from .._validation import check_positive_float
 from ..backend import asarray, get_namespace, to_numpy
 from ..metrics import Spread
+from ..metrics._summaries import _nanmedian  # one copy
 from ..spectra import top_singular
 from ._layouts import _Dense, _Factors, _mT, _nan_divide
 from .report import TheoryMeasure, _frozen
@@ -402,12 +402,6 @@ def _evaluate(specs, jac, xp, failed=None):
 
 def _dtype_name(jac) -> str:
     return str((jac.J if jac.layout == "dense" else jac.U).dtype).split(".")[-1]
-
-
-def _nanmedian(x, axis=None):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(x, axis=axis)
 
 
 def _summarise(name, spec, samples, chances):

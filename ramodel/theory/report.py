@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import pathlib
 from collections.abc import Mapping
@@ -14,33 +13,22 @@ from typing import Any
 
 import numpy as np
 
+from .._format import (
+    frozen_copy,
+    html_table,
+    json_array,
+    json_float,
+    number,
+    text_table,
+)
 from .._io import atomic_write_text
 from ..metrics import Spread
 
-
 # ------------------------------------------------------------------------- results
-def _json_float(v):
-    if v is None:
-        return None
-    v = float(v)
-    if math.isnan(v):
-        return None
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return v
-
-
-def _json_array(a):
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 0:
-        return _json_float(a)
-    return [_json_array(x) for x in a]
-
-
-def _frozen(a):
-    out = np.array(a, dtype=np.float64, copy=True)
-    out.setflags(write=False)
-    return out
+# JSON-safe numbers and frozen copies: one copy, in ramodel._format.
+_json_float = json_float
+_json_array = json_array
+_frozen = frozen_copy
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,16 +131,7 @@ class TheoryMeasure:
 
 
 def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    v = float(v)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
+    return number(v, digits=3, sci_digits=2, high=1e4, zero="0")
 
 
 def _predicted_text(m: TheoryMeasure) -> str:
@@ -286,8 +265,7 @@ class TheoryReport:
 
     @staticmethod
     def _lines(rows) -> list[str]:
-        widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
-        return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        return text_table(rows, indent="  ")
 
     def __str__(self) -> str:
         i = self.info
@@ -335,13 +313,7 @@ class TheoryReport:
     def _repr_html_(self) -> str:
         esc = html.escape
 
-        def table(rows):
-            out = ["<table><thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr></thead><tbody>"]
-            for r in rows[1:]:
-                out.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
-            out.append("</tbody></table>")
-            return "".join(out)
-
+        table = html_table
         parts = [f"<div><p><b>{esc(self._header())}</b></p>", table(self._table())]
         if self.verdicts:
             word = {True: "holds", False: "fails", None: "undetermined"}
