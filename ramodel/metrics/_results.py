@@ -1,4 +1,4 @@
-"""Result types of the metrics (:class:`Metric`, :class:`Spread`) and the summaries of samples."""
+"""Result types of the metrics: :class:`Metric`, its :class:`Spread`, :class:`MetricUndefinedError`."""
 
 from __future__ import annotations
 
