@@ -46,12 +46,12 @@ Design constraints, in order:
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._blocks import eval_mode
 from ._validation import check_choice, check_int
 from .backend import get_namespace, to_numpy
 
@@ -468,16 +468,7 @@ def measure(data: RefinementData) -> Refinement:
 # ----------------------------------------------------------------------------- torch
 
 
-@contextmanager
-def _eval_mode(module):
-    """Eval mode inside; every submodule's own ``training`` flag restored after."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+_eval_mode = eval_mode  # ramodel._blocks: one copy for export and refinement
 
 
 def _check_blocks(model, blocks):

@@ -90,7 +90,6 @@ import platform
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +98,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ._blocks import eval_mode
 from ._validation import as_generator, check_choice, check_int
 from .jacobian_set import JacobianSet
 from .spectra import TopSingular
@@ -107,6 +107,7 @@ __all__ = [
     "METHODS",
     "RESIDUALS",
     "export_jacobians",
+    "compute_jacobians",
     "skip_matrix",
     "block_jacobians",
     "block_top_singular",
@@ -343,16 +344,7 @@ def _resolve_skips(skips: Any, blocks: list[nn.Module], names: list[str], shape:
 # ----------------------------------------------------------------------------- helpers
 
 
-@contextmanager
-def _eval_mode(module: nn.Module):
-    """Eval mode inside; every submodule's own ``training`` flag restored after."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
+_eval_mode = eval_mode  # ramodel._blocks: one copy for export and refinement
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -885,6 +877,250 @@ def _normalise_seed(seed):
     return int(seed), int(seed)
 
 
+def _compute_jacobians(
+    model: nn.Module,
+    inputs: Any,
+    labels: Any,
+    *,
+    blocks: Sequence[nn.Module] | None = None,
+    k: int | None = None,
+    classes: int | None = None,
+    skips: Any = None,
+    classifier: Any = None,
+    meta: Mapping | None = None,
+    batch_size: int = 32,
+    dtype: str = "float64",
+    method: str = "auto",
+    seed=0,
+    oversample: int = 10,
+    power_iters: int | str = "auto",
+    residual: str = "effective",
+    stacklevel: int = 3,
+) -> JacobianSet:
+    """The body of :func:`compute_jacobians` (``stacklevel`` points warnings at the user's call)."""
+    t_start = time.perf_counter()
+    # ---- cheap checks first: nothing heavy runs on arguments that will fail.
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_choice("method", method, METHODS)
+    dtype_name, tdtype = _torch_dtype(dtype)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    oversample, power_iters = _check_finder_args(oversample, power_iters)
+    residual = _check_residual(residual)
+    seed, seed_meta = _normalise_seed(seed)
+    if meta is not None and not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a mapping (JSON object), got {type(meta).__name__}")
+    user_meta = dict(meta or {})
+    try:
+        json.dumps(user_meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"meta must be JSON-serialisable (strict JSON, no NaN/Inf): {exc}") from exc
+    if k is not None:
+        k = check_int("k", k, minimum=1)
+    x = _as_inputs(inputs)
+    N = int(x.shape[0])
+    y = _as_labels(labels, N)
+    blocks, names = _resolve_blocks(model, blocks)
+    L = len(blocks)
+    C = _resolve_classes(classes, classifier, model, y)
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= C:
+        raise ValueError(f"labels must lie in [0, classes) = [0, {C}), got values in [{lo}, {hi}]")
+
+    device = _device_of(model)
+    if x.is_floating_point():
+        x = x.to(dtype=tdtype)
+
+    with _eval_mode(model):
+        state = _cast_state(model, tdtype)
+        # ---- forward passes: representations, block inputs, checks.
+        reps = None
+        block_inputs: list[list[torch.Tensor | None]] = [[] for _ in range(L)]
+        contiguous = [True] * L
+        correct, scored = 0, 0
+        with _Recorder(blocks, names) as rec, torch.no_grad():
+            for start in range(0, N, batch_size):
+                xb = x[start : start + batch_size].to(device)
+                rec.reset()
+                out = functional_call(model, state, (xb,))
+                rec.check()
+                if reps is None:
+                    shape = tuple(rec.inputs[0].shape[1:])
+                    d = int(np.prod(shape))
+                    groups: dict[tuple, list[str]] = {}
+                    for i in range(L):
+                        groups.setdefault(tuple(rec.inputs[i].shape[1:]), []).append(names[i])
+                    if len(groups) > 1:
+                        listing = "; ".join(f"{list(s)}: {g}" for s, g in groups.items())
+                        raise ValueError(
+                            "all blocks must act on features of one shape (one d per file), but they act on "
+                            f"{listing}. Export each stage separately with blocks=[...]"
+                        )
+                    reps = np.empty((L + 1, N, d), dtype=dtype_name)
+                B = xb.shape[0]
+                reps[0, start : start + B] = rec.inputs[0].reshape(B, d).cpu().numpy()
+                block_inputs[0].append(None)
+                for i in range(L):
+                    reps[i + 1, start : start + B] = rec.outputs[i].reshape(B, d).cpu().numpy()
+                    if i > 0:
+                        same = torch.equal(rec.inputs[i], rec.outputs[i - 1])
+                        contiguous[i] &= same
+                        block_inputs[i].append(None if same else rec.inputs[i].cpu())
+                if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape == (B, C):
+                    pred = out.argmax(dim=1).cpu().numpy()
+                    correct += int((pred == y[start : start + B]).sum())
+                    scored += B
+
+        # ---- everything that needs d.
+        kmax = d
+        if k is None:
+            k = min(C, d)
+        elif k > kmax:
+            raise ValueError(f"k must be in [1, d] = [1, {d}], got {k}")
+        itemsize = np.dtype(dtype_name).itemsize
+        small = d <= _AUTO_DENSE_MAX_WIDTH
+        used = method
+        if method == "auto":
+            used = "dense" if small and L * N * d * d * itemsize <= _AUTO_DENSE_MAX_BYTES else "matrix_free"
+        skip_list = _resolve_skips(skips, blocks, names, shape)
+        W, classifier_note = _resolve_classifier(classifier, model, C, d, dtype_name)
+
+        # ---- the Jacobians.
+        if used == "dense":
+            J = np.empty((L, N, d, d), dtype=dtype_name)
+        else:
+            U = np.empty((L, N, d, k), dtype=dtype_name)
+            V = np.empty((L, N, d, k), dtype=dtype_name)
+            S = np.empty((L, N, k), dtype=dtype_name)
+            worst = 0.0
+        for i, (block, sk) in enumerate(zip(blocks, skip_list)):
+            F = _residual_fn(block, _cast_state(block, tdtype), sk, tdtype, device, residual)
+            for b, start in enumerate(range(0, N, batch_size)):
+                stored = block_inputs[i][b]
+                src = reps[i, start : start + batch_size] if stored is None else stored.reshape(-1, d).numpy()
+                H = torch.as_tensor(np.ascontiguousarray(src), device=device).reshape(-1, *shape)
+                stop = start + H.shape[0]
+                if used == "dense":
+                    J[i, start:stop] = _dense_jacobians(F, H).detach().cpu().numpy()
+                else:
+                    T, res = _top_k(F, H, k, oversample=oversample, power_iters=power_iters, seed=seed)
+                    U[i, start:stop], S[i, start:stop], V[i, start:stop] = T.U, T.S, T.V
+                    worst = max(worst, float(res.max()))
+
+    # ---- skips, meta, file.
+    nonidentity = any(s.kind != "identity" for s in skip_list)
+    skip_note: dict[str, Any] = {"stored": False}
+    M_all = None
+    if nonidentity:
+        acts_on = sorted({s.describe(shape) for s in skip_list if s.kind != "identity"})
+        skip_note["acts_on"] = acts_on[0] if len(acts_on) == 1 else "mixed: " + ", ".join(acts_on)
+        if small and L * d * d * itemsize <= _AUTO_DENSE_MAX_BYTES:
+            M_all = np.stack([s.dense(shape) for s in skip_list]).astype(dtype_name)
+            skip_note["stored"] = True
+        else:
+            skip_note["reason"] = f"d = {d} is too large to store (L, d, d) skips (FORMAT.md has no per-axis form)"
+            if acts_on == ["channels"]:
+                # The small per-block (c, c) channel matrices still fit in meta.
+                c = shape[0]
+                if L * c * c <= _META_MAX_SKIP_ENTRIES:
+                    skip_note["channel_matrices"] = [
+                        (np.eye(c) if s.kind == "identity" else s.matrix).tolist() for s in skip_list
+                    ]
+    if contiguous.count(False):
+        broken = [names[i] for i in range(1, L) if not contiguous[i]]
+        warnings.warn(
+            f"the input of block(s) {broken} is not the output of the block before it: something "
+            "runs in between. Each J_l is taken at its block's own input, but representations[l-1] "
+            "is then not that input (RA1 steps and the T5 linearity measure assume it is)",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+    auto = {
+        "exporter": "ramodel.torch.export_jacobians",
+        "architecture": type(model).__name__,
+        "architecture_repr": _short_repr(model),
+        "blocks": names,
+        "block_types": [type(b).__name__ for b in blocks],
+        "feature_shape": list(shape),
+        "depth": L,
+        "width": d,
+        "classes": C,
+        "n_inputs": N,
+        "skip_family": _skip_family(skip_list, blocks),
+        "skips": skip_note,
+        "jacobian": ("d(block(h) - M h)/dh at the block's input h (the effective residual)"
+                     if residual == "effective" else
+                     "D dF/dh = d block/dh - D M, D = [block(h) > 0], at the block's input h "
+                     "(the post-activation residual)"),
+        "residual": residual,
+        "contiguous": all(contiguous),
+        "method": used,
+        "k": k,
+        "dtype": dtype_name,
+        "export_seed": seed_meta,
+        "classifier": classifier_note,
+        "accuracy_on_inputs": (correct / scored) if scored == N else None,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    if used == "matrix_free":
+        auto.update({"oversample": oversample, "power_iters": power_iters, "max_relative_residual": worst})
+        limit = _RESIDUAL_WARN_FACTOR * float(np.sqrt(np.finfo(dtype_name).eps))
+        if worst > limit:
+            warnings.warn(
+                f"the matrix-free top-{k} triplets did not fully converge: max |J v - s u| / s_1 = "
+                f"{worst:.2g} > {limit:.2g}; pass a larger power_iters or oversample",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+    full_meta = _merge_meta(user_meta, auto)
+    full_meta["export_seconds"] = round(time.perf_counter() - t_start, 3)
+    arrays = {"jacobians": J} if used == "dense" else {"U": U, "S": S, "V": V}
+    js = JacobianSet(
+        labels=y, classes=C, meta=full_meta, representations=reps, skips=M_all, classifier=W, **arrays,
+    )
+    return js
+
+
+def compute_jacobians(
+    model: nn.Module,
+    inputs: Any,
+    labels: Any,
+    *,
+    blocks: Sequence[nn.Module] | None = None,
+    k: int | None = None,
+    classes: int | None = None,
+    skips: Any = None,
+    classifier: Any = None,
+    meta: Mapping | None = None,
+    batch_size: int = 32,
+    dtype: str = "float64",
+    method: str = "auto",
+    seed=0,
+    oversample: int = 10,
+    power_iters: int | str = "auto",
+    residual: str = "effective",
+) -> JacobianSet:
+    """The residual Jacobians of a trained network as a :class:`~ramodel.jacobian_set.JacobianSet`,
+    in memory: :func:`export_jacobians` without the file.
+
+    Takes every argument of :func:`export_jacobians` but ``path``, with the same
+    meaning, checks and result (``js.save(path)`` then writes the same file).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ramodel.nets import ResidualMLP
+    >>> net = ResidualMLP(4, 3, width=5, depth=2, skip="orthogonal", seed=0, init_seed=0)
+    >>> js = compute_jacobians(net, torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]))
+    >>> js.jacobians.shape, js.representations.shape
+    ((2, 6, 5, 5), (3, 6, 5))
+    """
+    return _compute_jacobians(model, inputs, labels, blocks=blocks, k=k, classes=classes, skips=skips,
+                              classifier=classifier, meta=meta, batch_size=batch_size, dtype=dtype, method=method,
+                              seed=seed, oversample=oversample, power_iters=power_iters, residual=residual)
+
+
 def export_jacobians(
     model: nn.Module,
     inputs: Any,
@@ -911,7 +1147,7 @@ def export_jacobians(
     representations ``h_0 .. h_L``, then computes each block's effective-residual
     Jacobian ``J_l(x_n) = d(block_l(h) - M_l h)/dh`` at its input (dense, or its top-k
     triplets matrix-free), and writes a :class:`~ramodel.jacobian_set.JacobianSet`
-    to ``path`` atomically.
+    to ``path`` atomically: :func:`compute_jacobians`, then :meth:`JacobianSet.save`.
 
     Parameters
     ----------
@@ -1050,188 +1286,14 @@ def export_jacobians(
     >>> js.meta["blocks"], js.meta["method"], net.training
     (['blocks.0', 'blocks.1', 'blocks.2'], 'dense', True)
     """
-    t_start = time.perf_counter()
-    # ---- cheap checks first: nothing heavy runs on arguments that will fail.
+    # Cheap checks first (the destination before anything heavy runs), then
+    # compute_jacobians, then the one atomic save.
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     out_path = _check_path(path)
-    check_choice("method", method, METHODS)
-    dtype_name, tdtype = _torch_dtype(dtype)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    oversample, power_iters = _check_finder_args(oversample, power_iters)
-    residual = _check_residual(residual)
-    seed, seed_meta = _normalise_seed(seed)
-    if meta is not None and not isinstance(meta, Mapping):
-        raise TypeError(f"meta must be a mapping (JSON object), got {type(meta).__name__}")
-    user_meta = dict(meta or {})
-    try:
-        json.dumps(user_meta, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"meta must be JSON-serialisable (strict JSON, no NaN/Inf): {exc}") from exc
-    if k is not None:
-        k = check_int("k", k, minimum=1)
-    x = _as_inputs(inputs)
-    N = int(x.shape[0])
-    y = _as_labels(labels, N)
-    blocks, names = _resolve_blocks(model, blocks)
-    L = len(blocks)
-    C = _resolve_classes(classes, classifier, model, y)
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= C:
-        raise ValueError(f"labels must lie in [0, classes) = [0, {C}), got values in [{lo}, {hi}]")
-
-    device = _device_of(model)
-    if x.is_floating_point():
-        x = x.to(dtype=tdtype)
-
-    with _eval_mode(model):
-        state = _cast_state(model, tdtype)
-        # ---- forward passes: representations, block inputs, checks.
-        reps = None
-        block_inputs: list[list[torch.Tensor | None]] = [[] for _ in range(L)]
-        contiguous = [True] * L
-        correct, scored = 0, 0
-        with _Recorder(blocks, names) as rec, torch.no_grad():
-            for start in range(0, N, batch_size):
-                xb = x[start : start + batch_size].to(device)
-                rec.reset()
-                out = functional_call(model, state, (xb,))
-                rec.check()
-                if reps is None:
-                    shape = tuple(rec.inputs[0].shape[1:])
-                    d = int(np.prod(shape))
-                    groups: dict[tuple, list[str]] = {}
-                    for i in range(L):
-                        groups.setdefault(tuple(rec.inputs[i].shape[1:]), []).append(names[i])
-                    if len(groups) > 1:
-                        listing = "; ".join(f"{list(s)}: {g}" for s, g in groups.items())
-                        raise ValueError(
-                            "all blocks must act on features of one shape (one d per file), but they act on "
-                            f"{listing}. Export each stage separately with blocks=[...]"
-                        )
-                    reps = np.empty((L + 1, N, d), dtype=dtype_name)
-                B = xb.shape[0]
-                reps[0, start : start + B] = rec.inputs[0].reshape(B, d).cpu().numpy()
-                block_inputs[0].append(None)
-                for i in range(L):
-                    reps[i + 1, start : start + B] = rec.outputs[i].reshape(B, d).cpu().numpy()
-                    if i > 0:
-                        same = torch.equal(rec.inputs[i], rec.outputs[i - 1])
-                        contiguous[i] &= same
-                        block_inputs[i].append(None if same else rec.inputs[i].cpu())
-                if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape == (B, C):
-                    pred = out.argmax(dim=1).cpu().numpy()
-                    correct += int((pred == y[start : start + B]).sum())
-                    scored += B
-
-        # ---- everything that needs d.
-        kmax = d
-        if k is None:
-            k = min(C, d)
-        elif k > kmax:
-            raise ValueError(f"k must be in [1, d] = [1, {d}], got {k}")
-        itemsize = np.dtype(dtype_name).itemsize
-        small = d <= _AUTO_DENSE_MAX_WIDTH
-        used = method
-        if method == "auto":
-            used = "dense" if small and L * N * d * d * itemsize <= _AUTO_DENSE_MAX_BYTES else "matrix_free"
-        skip_list = _resolve_skips(skips, blocks, names, shape)
-        W, classifier_note = _resolve_classifier(classifier, model, C, d, dtype_name)
-
-        # ---- the Jacobians.
-        if used == "dense":
-            J = np.empty((L, N, d, d), dtype=dtype_name)
-        else:
-            U = np.empty((L, N, d, k), dtype=dtype_name)
-            V = np.empty((L, N, d, k), dtype=dtype_name)
-            S = np.empty((L, N, k), dtype=dtype_name)
-            worst = 0.0
-        for i, (block, sk) in enumerate(zip(blocks, skip_list)):
-            F = _residual_fn(block, _cast_state(block, tdtype), sk, tdtype, device, residual)
-            for b, start in enumerate(range(0, N, batch_size)):
-                stored = block_inputs[i][b]
-                src = reps[i, start : start + batch_size] if stored is None else stored.reshape(-1, d).numpy()
-                H = torch.as_tensor(np.ascontiguousarray(src), device=device).reshape(-1, *shape)
-                stop = start + H.shape[0]
-                if used == "dense":
-                    J[i, start:stop] = _dense_jacobians(F, H).detach().cpu().numpy()
-                else:
-                    T, res = _top_k(F, H, k, oversample=oversample, power_iters=power_iters, seed=seed)
-                    U[i, start:stop], S[i, start:stop], V[i, start:stop] = T.U, T.S, T.V
-                    worst = max(worst, float(res.max()))
-
-    # ---- skips, meta, file.
-    nonidentity = any(s.kind != "identity" for s in skip_list)
-    skip_note: dict[str, Any] = {"stored": False}
-    M_all = None
-    if nonidentity:
-        acts_on = sorted({s.describe(shape) for s in skip_list if s.kind != "identity"})
-        skip_note["acts_on"] = acts_on[0] if len(acts_on) == 1 else "mixed: " + ", ".join(acts_on)
-        if small and L * d * d * itemsize <= _AUTO_DENSE_MAX_BYTES:
-            M_all = np.stack([s.dense(shape) for s in skip_list]).astype(dtype_name)
-            skip_note["stored"] = True
-        else:
-            skip_note["reason"] = f"d = {d} is too large to store (L, d, d) skips (FORMAT.md has no per-axis form)"
-            if acts_on == ["channels"]:
-                # The small per-block (c, c) channel matrices still fit in meta.
-                c = shape[0]
-                if L * c * c <= _META_MAX_SKIP_ENTRIES:
-                    skip_note["channel_matrices"] = [
-                        (np.eye(c) if s.kind == "identity" else s.matrix).tolist() for s in skip_list
-                    ]
-    if contiguous.count(False):
-        broken = [names[i] for i in range(1, L) if not contiguous[i]]
-        warnings.warn(
-            f"the input of block(s) {broken} is not the output of the block before it: something "
-            "runs in between. Each J_l is taken at its block's own input, but representations[l-1] "
-            "is then not that input (RA1 steps and the T5 linearity measure assume it is)",
-            UserWarning,
-            stacklevel=2,
-        )
-    auto = {
-        "exporter": "ramodel.torch.export_jacobians",
-        "architecture": type(model).__name__,
-        "architecture_repr": _short_repr(model),
-        "blocks": names,
-        "block_types": [type(b).__name__ for b in blocks],
-        "feature_shape": list(shape),
-        "depth": L,
-        "width": d,
-        "classes": C,
-        "n_inputs": N,
-        "skip_family": _skip_family(skip_list, blocks),
-        "skips": skip_note,
-        "jacobian": ("d(block(h) - M h)/dh at the block's input h (the effective residual)"
-                     if residual == "effective" else
-                     "D dF/dh = d block/dh - D M, D = [block(h) > 0], at the block's input h "
-                     "(the post-activation residual)"),
-        "residual": residual,
-        "contiguous": all(contiguous),
-        "method": used,
-        "k": k,
-        "dtype": dtype_name,
-        "export_seed": seed_meta,
-        "classifier": classifier_note,
-        "accuracy_on_inputs": (correct / scored) if scored == N else None,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-    }
-    if used == "matrix_free":
-        auto.update({"oversample": oversample, "power_iters": power_iters, "max_relative_residual": worst})
-        limit = _RESIDUAL_WARN_FACTOR * float(np.sqrt(np.finfo(dtype_name).eps))
-        if worst > limit:
-            warnings.warn(
-                f"the matrix-free top-{k} triplets did not fully converge: max |J v - s u| / s_1 = "
-                f"{worst:.2g} > {limit:.2g}; pass a larger power_iters or oversample",
-                UserWarning,
-                stacklevel=2,
-            )
-    full_meta = _merge_meta(user_meta, auto)
-    full_meta["export_seconds"] = round(time.perf_counter() - t_start, 3)
-    arrays = {"jacobians": J} if used == "dense" else {"U": U, "S": S, "V": V}
-    js = JacobianSet(
-        labels=y, classes=C, meta=full_meta, representations=reps, skips=M_all, classifier=W, **arrays,
-    )
+    js = _compute_jacobians(model, inputs, labels, blocks=blocks, k=k, classes=classes, skips=skips,
+                            classifier=classifier, meta=meta, batch_size=batch_size, dtype=dtype, method=method,
+                            seed=seed, oversample=oversample, power_iters=power_iters, residual=residual)
     js.save(out_path)
     return js
 
