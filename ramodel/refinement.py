@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ._blocks import eval_mode
+from ._blocks import eval_mode, resolve_blocks
 from ._validation import check_choice, check_int
 from .backend import get_namespace, to_numpy
 
@@ -474,19 +474,8 @@ _eval_mode = eval_mode  # ramodel._blocks: one copy for export and refinement
 def _check_blocks(model, blocks):
     from torch import nn
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if blocks is None:
-        blocks = getattr(model, "blocks", None)
-        if blocks is None:
-            raise ValueError(f"{type(model).__name__} has no attribute 'blocks': pass blocks=[...] (its residual modules)")
-    blocks = list(blocks)
-    if not blocks:
-        raise ValueError("blocks must hold at least one residual module, got none")
-    owned = {id(m) for m in model.modules()}
+    blocks, _ = resolve_blocks(model, blocks)
     for i, b in enumerate(blocks):
-        if not isinstance(b, nn.Module) or id(b) not in owned or b is model:
-            raise ValueError(f"blocks[{i}] must be a residual submodule of the model, got {type(b).__name__}")
         if not isinstance(getattr(b, "skip", None), nn.Module) or not isinstance(getattr(b, "branch", None), nn.Module):
             raise TypeError(
                 f"blocks[{i}] ({type(b).__name__}) must have modules .skip (h -> M h) and .branch (F), with "

@@ -98,7 +98,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from ._blocks import eval_mode
+from ._blocks import eval_mode, resolve_blocks
 from ._validation import as_generator, check_choice, check_int
 from .jacobian_set import JacobianSet
 from .spectra import TopSingular
@@ -697,37 +697,7 @@ def _as_labels(labels: Any, N: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _resolve_blocks(model: nn.Module, blocks: Any) -> tuple[list[nn.Module], list[str]]:
-    if blocks is None:
-        blocks = getattr(model, "blocks", None)
-        if blocks is None:
-            raise ValueError(
-                f"{type(model).__name__} has no attribute 'blocks': pass blocks=[...] (the residual "
-                "block modules, in forward order)"
-            )
-    if isinstance(blocks, nn.Module) and not isinstance(blocks, (nn.ModuleList, nn.Sequential)):
-        blocks = [blocks]
-    blocks = list(blocks)
-    if not blocks:
-        raise ValueError("blocks must hold at least one residual block, got none")
-    names_of = {}
-    for name, m in model.named_modules(remove_duplicate=False):
-        names_of.setdefault(id(m), name)
-    names = []
-    for i, b in enumerate(blocks):
-        if not isinstance(b, nn.Module):
-            raise TypeError(f"blocks[{i}] must be a torch.nn.Module, got {type(b).__name__}")
-        if id(b) not in names_of:
-            raise ValueError(
-                f"blocks[{i}] ({type(b).__name__}) is not a submodule of the model: pass the model's own "
-                "block modules (e.g. model.layer1[0]), not copies"
-            )
-        if b is model:
-            raise ValueError(f"blocks[{i}] is the model itself; pass its residual blocks")
-        names.append(names_of[id(b)])
-    if len({id(b) for b in blocks}) != len(blocks):
-        raise ValueError(f"blocks must be distinct modules, got repeats among {names}")
-    return blocks, names
+_resolve_blocks = resolve_blocks  # ramodel._blocks: one resolution for export and refinement
 
 
 def _resolve_classes(classes, classifier, model, y) -> int:

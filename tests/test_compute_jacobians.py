@@ -68,3 +68,20 @@ def test_one_eval_mode_guard():
     with _blocks.eval_mode(net):
         assert not any(m.training for m in net.modules())
     assert net.training and not net.blocks[0].training and net.blocks[1].training
+
+
+def test_one_block_resolution_for_export_and_refinement():
+    assert rt._resolve_blocks is _blocks.resolve_blocks
+    net, other = _net(), _net()
+    blocks, names = _blocks.resolve_blocks(net, None)
+    assert names == ["blocks.0", "blocks.1"] and blocks[0] is net.blocks[0]
+    assert _blocks.resolve_blocks(net, net.blocks[1])[1] == ["blocks.1"]
+    for call in (lambda b: _blocks.resolve_blocks(net, b), lambda b: refinement._check_blocks(net, b)):
+        with pytest.raises(ValueError, match="not a submodule"):
+            call([other.blocks[0]])
+        with pytest.raises(ValueError, match="distinct"):
+            call([net.blocks[0], net.blocks[0]])
+        with pytest.raises(ValueError, match="at least one"):
+            call([])
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        refinement._check_blocks(object(), None)
