@@ -176,7 +176,7 @@ def main(argv=None) -> int:
                 f"{floor_spec:>15.4f} {ours / floor_spec:>11.2f} {floor_exact:>16.4f} {ours / floor_exact:>11.2f}"
             )
     print()
-    print("full solve (L-BFGS + Newton polish), float64, Gaussian mixture, seed 0")
+    print("full solve (simulate, solver='auto'), float64, Gaussian mixture, seed 0")
     print(f"{'(d, C, N, L)':>22} {'tol':>8} {'time [s]':>10} {'steps':>7} {'|grad|':>10} {'s/step':>8} {'converged':>10}")
     for i, (d, C, N, L) in enumerate(SIZES):
         if i == 1 and not args.solve_large:

@@ -489,7 +489,7 @@ def simulate(
         "init_scale": init_scale,
         "backend": namespace_name(xp),
         "dtype": dtype_name,
-        "seed": seed,
+        "seed": seed if isinstance(seed, int) else repr(seed),
         "tol": tol,
         "max_steps": max_steps,
         "solver": solver,
@@ -544,7 +544,8 @@ def _seed_entropy(seed):
 
     Integers pass through; None draws fresh OS entropy; a Generator gives one draw (it
     advances, as any use of it would); a SeedSequence without a spawn key gives its
-    entropy. A spawned SeedSequence is kept as is (it cannot be written as one integer).
+    entropy. A spawned SeedSequence is used as is and recorded by its repr (it cannot be
+    written as one integer).
     """
     if seed is None:
         return int(np.random.SeedSequence().entropy)

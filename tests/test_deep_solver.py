@@ -154,7 +154,7 @@ def test_depth_256_other_skips_converge(skip, k):
 
 @pytest.mark.parametrize("k, direct", [(1, "lbfgs-newton"), (2, "trust-region")])
 def test_continuation_reaches_the_same_critical_point_as_a_direct_solve(k, direct):
-    kw = dict(depth=64, classes=3, branch_factors=k, tol=1e-10, seed=0)
+    kw = {"depth": 64, "classes": 3, "branch_factors": k, "tol": 1e-10, "seed": 0}
     a = ramodel.simulate(**kw, solver="continuation")
     b = ramodel.simulate(**kw, solver=direct)
     assert a.converged and b.converged, (a.message, b.message)
@@ -164,8 +164,8 @@ def test_continuation_reaches_the_same_critical_point_as_a_direct_solve(k, direc
 
 def test_continuation_is_namespace_generic():
     xps = pytest.importorskip("array_api_strict")
-    kw = dict(depth=34, classes=3, width=5, samples_per_class=3, seed=1, branch_factors=2, tol=1e-9,
-              solver="continuation")
+    kw = {"depth": 34, "classes": 3, "width": 5, "samples_per_class": 3, "seed": 1, "branch_factors": 2, "tol": 1e-9,
+              "solver": "continuation"}
     a = ramodel.simulate(**kw, backend=xps)
     b = ramodel.simulate(**kw)
     assert a.converged and b.converged
@@ -206,7 +206,7 @@ def test_continuation_phases_name_their_depths_and_index_the_history():
 
 @pytest.mark.parametrize("make_seed", [lambda: None, lambda: np.random.default_rng(123)])
 def test_seed_none_or_generator_is_recorded_as_entropy_that_rebuilds_the_run(make_seed):
-    kw = dict(depth=3, classes=3, width=5, samples_per_class=3)
+    kw = {"depth": 3, "classes": 3, "width": 5, "samples_per_class": 3}
     a = ramodel.simulate(**kw, seed=make_seed())
     seed = a.config["seed"]
     assert isinstance(seed, int)
