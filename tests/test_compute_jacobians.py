@@ -13,14 +13,6 @@ from ramodel.jacobian_set import JacobianSet
 from ramodel.nets import ResidualMLP
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _net():
     return ResidualMLP(4, 3, width=5, depth=2, skip="orthogonal", seed=0, init_seed=0)
 
@@ -85,3 +77,7 @@ def test_one_block_resolution_for_export_and_refinement():
             call([])
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         refinement._check_blocks(object(), None)
+
+
+def test_the_shared_fixture_sets_one_thread():
+    assert torch.get_num_threads() == 1  # tests/conftest.py's _one_thread

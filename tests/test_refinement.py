@@ -148,15 +148,7 @@ def test_measure_bundles_the_functions():
 # ------------------------------------------------------------------------------- torch
 
 
-torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+torch = pytest.importorskip("torch")  # one thread: tests/conftest.py
 
 
 def _mlp(skip="orthogonal", **kw):
