@@ -232,7 +232,7 @@ examples:
 --protocol terminal fills every training option not given with defaults measured to reach the
 regime where weight decay has removed the initialisation (ramodel.training.PROTOCOLS: 3000
 steps, batch 256, lr 0.1, warmup 5% of the steps, weight decay 1e-2, gradient clip 5); the short default
-protocol leaves the branch weights at cosine ~0.95 with their initial values, and RA measured
+protocol leaves the branch weights at cosine 0.8-0.9 with their initial values, and RA measured
 then measures the initialisation (train.json: init_cosine; a warning above 0.5).
 
 files written to --out DIR: jacobians.npz (FORMAT.md: Jacobians, representations, skips,

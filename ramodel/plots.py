@@ -292,9 +292,10 @@ def alignment_blocks(J, k: int) -> np.ndarray:
     Returns
     -------
     ndarray, shape (L, L, k, k)
-        Block ``[i, j]`` is ``|U_i[:, :k]^T J_j V_i[:, :k]|`` divided by ``max_j sigma_1(J_j)``:
-        diagonal blocks ``[i, i]`` are ``diag(sigma_1..k(J_i))``; under RA2 every block is
-        close to diagonal.
+        Block ``[i, j]`` is ``|U_i[:, :k]^T J_j V_i[:, :k]| / sigma_1(J_j)`` (each column of
+        blocks on the scale of its own Jacobian, so deep layers with small gains stay
+        visible): diagonal blocks ``[i, i]`` are ``diag(sigma_1..k(J_i)) / sigma_1(J_i)``;
+        under RA2 every block is close to ``diag(sigma(J_j)) / sigma_1(J_j)``.
 
     Examples
     --------
@@ -311,8 +312,9 @@ def alignment_blocks(J, k: int) -> np.ndarray:
     U, S, Vt = np.linalg.svd(J)
     Uk, Vk = U[:, :, :k], np.swapaxes(Vt[:, :k, :], 1, 2)
     blocks = np.abs(np.einsum("ida,jde,ieb->ijab", Uk, J, Vk))
-    top = float(S[:, 0].max())
-    return blocks / top if top > 0 else blocks
+    top = S[:, 0]
+    scale = np.where(top > 0, top, 1.0)
+    return blocks / scale[None, :, None, None]
 
 
 def ra_alignment(panels, *, k: int | None = None) -> Figure:
@@ -359,7 +361,7 @@ def ra_alignment(panels, *, k: int | None = None) -> Figure:
         ax.set_xlabel("Jacobian of layer j", fontsize="small")
         ax.set_ylabel("singular vectors of layer i", fontsize="small")
         ax.set_title(title, fontsize="small")
-    fig.colorbar(im, ax=list(axes), label=r"$|U_i^T J_j V_i|$ / max $\sigma_1$", shrink=0.85)
+    fig.colorbar(im, ax=list(axes), label=r"$|U_i^T J_j V_i|\,/\,\sigma_1(J_j)$", shrink=0.85)
     kk = items[0][1].shape[2] if k is None else k
     fig.suptitle(f"RA2: alignment of the top-{kk} singular vectors across depth", fontsize="medium")
     return fig

@@ -78,9 +78,9 @@ SHORT = {"digits": 30, "mnist5k": 15}  # epochs of the earlier short protocol
 
 def _cfg(study, data, *, depth=8, skip="identity", classes=10, width=32, seed=0, norm="none", drop_path=0.0,
          arch="mlp", protocol="terminal", steps=None, batch_size=None, n_eval=150, trace=False):
-    return dict(study=study, data=data, depth=depth, skip=skip, classes=classes, width=width, seed=seed, norm=norm,
-                drop_path=drop_path, arch=arch, protocol=protocol, steps=steps, batch_size=batch_size,
-                n_eval=n_eval, trace=trace)
+    return {"study": study, "data": data, "depth": depth, "skip": skip, "classes": classes, "width": width,
+            "seed": seed, "norm": norm, "drop_path": drop_path, "arch": arch, "protocol": protocol, "steps": steps,
+            "batch_size": batch_size, "n_eval": n_eval, "trace": trace}
 
 
 def name_of(c: dict) -> str:
@@ -98,7 +98,7 @@ def grid(quick: bool) -> list[dict]:
     """The networks of the study, in run order (duplicates of one network are merged)."""
     g: list[dict] = []
     if quick:
-        q = dict(width=16, steps=600, n_eval=60)
+        q = {"width": 16, "steps": 600, "n_eval": 60}
         for skip in ("identity", "none"):
             for L in (2, 4, 8):
                 g.append(_cfg("depth", "digits", depth=L, skip=skip, trace=(L == 4), **q))
@@ -363,7 +363,7 @@ def _ra4(rows: list[dict], runs: pathlib.Path) -> list[dict]:
                 sources.append(JacobianSet(labels=z[f"{split}_labels"], classes=m["classes"],
                                            meta={"dataset": data, "skip_family": skip, "architecture": arch},
                                            U=z[f"{split}_U"], S=z[f"{split}_S"], V=z[f"{split}_V"],
-                                           skips=z[f"{split}_skips"] if f"{split}_skips" in z else None))
+                                           skips=z.get(f"{split}_skips")))
             ds = ramodel.depth_scaling(sources)
             ds = ds[0] if isinstance(ds, (list, tuple)) else ds
             scalings[(arch, data, skip, split)] = ds
@@ -482,7 +482,7 @@ def report(out: pathlib.Path, names: list[str], quick: bool) -> dict:
         fig = plots.ra_trajectories({f"{t} (L={r['depth']}, digits)": (z["test_reps"], z["test_labels"])
                                      for t, (r, z) in pairs.items()})
         fig.savefig(out / "fig_ra1_trajectories.png", dpi=90)
-        k = 10
+        k = 6  # the RA2 k analyze chose for these nets (the median numerical rank, below C - 1 = 9)
         fig = plots.ra_alignment({t: plots.alignment_blocks(z["test_J0"], k) for t, (r, z) in pairs.items()}, k=k)
         fig.savefig(out / "fig_ra2_alignment.png", dpi=90)
         panels = {}
@@ -492,14 +492,20 @@ def report(out: pathlib.Path, names: list[str], quick: bool) -> dict:
                 panels[f"identity, C = {C}"] = z["test_spectra"]
         for t, (r, z) in pairs.items():
             panels[f"{t}, C = 10"] = z["test_spectra"]
-        fig = plots.ra_spectra(panels, top=W0)
+        fig = plots.ra_spectra(panels, top=W0 // 2)
         fig.savefig(out / "fig_ra3_spectra.png", dpi=90)
         figures += ["fig_ra1_trajectories.png", "fig_ra2_alignment.png", "fig_ra3_spectra.png"]
     dpanels = {}
     for data in ("digits", "mnist5k"):
         for skip, t in (("identity", "identity"), ("none", "no skips")):
             s = scalings.get(("mlp", data, skip, "test"))
-            if s is not None:
+            if s is None:
+                continue
+            if s.verdict is None:  # e.g. dead branches: draw the models, not a meaningless fit
+                why = "inactive branches" if "inactive" in s.reason else s.reason.split(":")[0][:30]
+                dpanels[f"{data}, {t}\n(RA4 undetermined: {why})"] = {
+                    "depths": s.depths, "sigma1": s.sigma1}
+            else:
                 dpanels[f"{data}, {t}"] = s
     if dpanels:
         plots.ra_depth(dpanels).savefig(out / "fig_ra4_depth.png", dpi=90)
@@ -515,7 +521,9 @@ def report(out: pathlib.Path, names: list[str], quick: bool) -> dict:
             steps = [t["step"] for t in tr]
             for ax, key in zip(axes, ("A_left", "collinearity", "numerical_rank", "init_cosine")):
                 ax.plot(steps, [t[key] for t in tr], style, ms=3, label=skip)
-        axes[0].axhline(trace_rows[0]["A_chance"], color="k", ls=":", lw=1, label="chance k/d")
+            # k (and so chance k/d) follows the numerical rank, which changes during training.
+            axes[0].plot(steps, [t["A_chance"] for t in tr], ":", color="k" if skip == "identity" else "0.5",
+                         lw=1, label=f"chance k/d ({skip})")
         for ax, title in zip(axes, ("RA2: A_left", "RA1: collinearity", "RA3: numerical rank", "init_cosine")):
             ax.set_title(title, fontsize="small")
             ax.set_xlabel("training step", fontsize="small")
@@ -611,7 +619,7 @@ def main(argv=None):
         for c in todo:
             try:
                 row = run_one(c, runs, args.device)
-            except Exception as exc:  # one broken network must not stop the study; it is retried next time
+            except Exception as exc:  # noqa: BLE001 (one broken network must not stop the study; rerun retries it)
                 row = {"status": f"error ({type(exc).__name__}: {exc})"}
             msg = (f"{c['name']}: {row['status']}" + (
                 f", train {row['train_acc']:.3f} test {row['test_acc']:.3f} init_cos {row['init_cosine']:.2f} "

@@ -245,9 +245,9 @@ def test_terminal_protocol_gives_ra2_and_no_skips_does_not(tmp_path):
     reports, results = {}, {}
     for skip in ("identity", "none"):
         net = ResidualMLP(64, 10, width=32, depth=4, skip=skip, seed=0, init_seed=0, bias=False)
-        results[skip] = _quiet(train, net, ds, protocol="terminal", steps=1500, progress=False)
+        results[skip] = _quiet(train, net, ds, protocol="terminal", steps=1000, progress=False)
         reports[skip] = ramodel.analyze(_export(net, ds, tmp_path / f"{skip}.npz"))
-    assert results["identity"].init_cosine < 0.3
+    assert results["identity"].init_cosine < 0.35  # measured 0.27
     assert results["identity"].final_test_accuracy > 0.9 and results["none"].final_test_accuracy > 0.85
     assert reports["identity"].verdicts["RA2"] is True
     assert reports["none"].verdicts["RA2"] is False
@@ -287,12 +287,13 @@ def test_alignment_blocks_against_a_loop():
     rng = np.random.default_rng(0)
     J = rng.normal(size=(3, 5, 5))
     B = plots.alignment_blocks(J, 2)
-    top = max(np.linalg.svd(Jl, compute_uv=False)[0] for Jl in J)
+    top = [np.linalg.svd(Jl, compute_uv=False)[0] for Jl in J]
     for i in range(3):
         U, _, Vt = np.linalg.svd(J[i])
         for j in range(3):
-            np.testing.assert_allclose(B[i, j], np.abs(U[:, :2].T @ J[j] @ Vt[:2].T) / top, atol=1e-12)
-    np.testing.assert_allclose(np.diag(B[1, 1]), np.linalg.svd(J[1], compute_uv=False)[:2] / top, atol=1e-12)
+            np.testing.assert_allclose(B[i, j], np.abs(U[:, :2].T @ J[j] @ Vt[:2].T) / top[j], atol=1e-12)
+    s = np.linalg.svd(J[1], compute_uv=False)
+    np.testing.assert_allclose(np.diag(B[1, 1]), s[:2] / s[0], atol=1e-12)
     with pytest.raises(ValueError, match="k must be"):
         plots.alignment_blocks(J, 6)
 
