@@ -63,7 +63,9 @@ def top_level_imports(body):
             yield from top_level_imports(s.body + s.orelse)
 
 def imports_torch(name):
-    tree = ast.parse((pathlib.Path(ramodel.__path__[0]) / (name + ".py")).read_text())
+    path = pathlib.Path(ramodel.__path__[0]) / (name + ".py")
+    path = path if path.exists() else path.with_suffix("") / "__init__.py"  # a package (metrics/, theory/)
+    tree = ast.parse(path.read_text())
     return any(
         getattr(n, "module", None) == "torch" or any(a.name == "torch" for a in n.names)
         for n in top_level_imports(tree.body)
