@@ -18,6 +18,7 @@ Design constraints, first:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,6 +36,7 @@ __all__ = [
     "Provenance",
     "Source",
     "as_source",
+    "check_factor_values",
     "get_field",
     "is_bare_array",
     "is_simulation",
@@ -290,3 +292,65 @@ def as_source(obj: Any, *, name: str = "source", expected: str | None = None) ->
             raise ValueError(f"the factor form needs 'U', 'S' and 'V'; missing {missing}")
     layout = "dense" if J is not None else ("factors" if given else None)
     return Source(layout=layout, depth=get_field(obj, "depth"), provenance=prov, bare=bare, **found)
+
+
+def _eps(a: Any) -> float:
+    return float(np.finfo(np.dtype(str(a.dtype).split(".")[-1])).eps)
+
+
+def check_factor_values(U: Any, S: Any, V: Any, *, names: tuple[str, str, str] = ("'U'", "'S'", "'V'")) -> None:
+    """The FORMAT.md rule for top-k factors of well-shaped, finite arrays, in their namespace.
+
+    ``S`` is non-negative and non-increasing along its last axis up to
+    ``ORDER_FACTOR * eps * |S[..., 0]|``; ``U`` and ``V`` have orthonormal columns up to
+    ``ORTHONORMAL_FACTOR * sqrt(d) * eps`` (each array's own ``eps``). The message names
+    the array (as ``names`` spell it: quoted keys by default, the metrics' argument names
+    unquoted), the worst deviation, where it is and the tolerance. The one copy of the
+    check behind :class:`ramodel.JacobianSet`, the metrics and the theorem measures.
+
+    Raises
+    ------
+    ValueError
+
+    Examples
+    --------
+    >>> Q = np.linalg.qr(np.random.default_rng(0).standard_normal((2, 5, 3)))[0]
+    >>> check_factor_values(Q, np.array([[3.0, 2.0, 1.0]] * 2), Q)
+    >>> check_factor_values(1.1 * Q, np.array([[3.0, 2.0, 1.0]] * 2), Q)
+    Traceback (most recent call last):
+    ...
+    ValueError: 'U' must have orthonormal columns: max |U^T U - I| = 0.21 at layer 0, above the tolerance 4.97e-14 (= 100 * sqrt(d) * eps(float64))
+    """
+    from .backend import get_namespace, matrix_transpose, to_numpy
+
+    nU, nS, nV = names
+    xp = get_namespace(U, S, V)
+    tol = ORDER_FACTOR * _eps(S) * xp.abs(S[..., :1])
+    if bool(xp.any(S < -tol)):
+        raise ValueError(f"{nS} holds singular values, which must be >= 0; found min {float(xp.min(S)):.3g}")
+    if int(S.shape[-1]) > 1:
+        bad = np.asarray(to_numpy(S[..., 1:] - S[..., :-1] > tol), dtype=bool)
+        if bad.any():
+            *lead, i = (int(j) for j in np.unravel_index(int(np.argmax(bad)), bad.shape))
+            host = np.asarray(to_numpy(S))
+            at = ", ".join(str(j) for j in lead)
+            raise ValueError(
+                f"{nS} must be non-increasing along its last axis (tolerance {ORDER_FACTOR:g} * eps * "
+                f"S[..., 0]), but S[{at}, {i + 1}] = {float(host[(*lead, i + 1)]):.6g} > "
+                f"S[{at}, {i}] = {float(host[(*lead, i)]):.6g}"
+            )
+    for name, Q in ((nU, U), (nV, V)):
+        key = name.strip("'")
+        d, k = int(Q.shape[-2]), int(Q.shape[-1])
+        otol = ORTHONORMAL_FACTOR * math.sqrt(d) * _eps(Q)
+        gram = xp.matmul(matrix_transpose(Q, xp), Q) - xp.eye(k, dtype=Q.dtype)
+        err = np.asarray(to_numpy(xp.max(xp.abs(gram), axis=(-2, -1))), dtype=np.float64)
+        worst = float(err.max())
+        if not worst <= otol:
+            where = tuple(int(j) for j in np.unravel_index(int(np.argmax(err)), err.shape))
+            at = f"at layer {where[0]}" + (f", input {where[1]}" if len(where) > 1 else "")
+            raise ValueError(
+                f"{name} must have orthonormal columns: max |{key}^T {key} - I| = {worst:.3g} {at}, "
+                f"above the tolerance {otol:.3g} (= {ORTHONORMAL_FACTOR:g} * sqrt(d) * "
+                f"eps({str(Q.dtype).split('.')[-1]}))"
+            )

@@ -70,7 +70,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ._io import atomic_write
-from ._source import ORDER_FACTOR, ORTHONORMAL_FACTOR
+from ._source import ORDER_FACTOR, ORTHONORMAL_FACTOR, check_factor_values
 from ._validation import check_int
 from .backend import to_numpy
 
@@ -151,37 +151,6 @@ def _check_finite(key: str, a: np.ndarray) -> None:
         raise ValueError(
             f"{key!r} must be finite, but it holds {int(bad.sum())} NaN/Inf value(s) "
             f"(first at index {where})"
-        )
-
-
-def _check_orthonormal(key: str, Q: np.ndarray) -> None:
-    d, k = Q.shape[-2], Q.shape[-1]
-    eps = float(np.finfo(Q.dtype).eps)
-    tol = _ORTHONORMAL_FACTOR * math.sqrt(d) * eps
-    err = np.abs(np.matmul(np.swapaxes(Q, -1, -2), Q) - np.eye(k, dtype=Q.dtype)).max(axis=(-2, -1))
-    worst = float(err.max())
-    if not worst <= tol:
-        l, n = (int(i) for i in np.unravel_index(int(np.argmax(err)), err.shape))
-        raise ValueError(
-            f"{key!r} must have orthonormal columns: max |{key}^T {key} - I| = {worst:.3g} "
-            f"at layer {l}, input {n}, above the tolerance {tol:.3g} "
-            f"(= {_ORTHONORMAL_FACTOR:g} * sqrt(d) * eps({Q.dtype}))"
-        )
-
-
-def _check_singular_values(S: np.ndarray) -> None:
-    eps = float(np.finfo(S.dtype).eps)
-    tol = _ORDER_FACTOR * eps * np.abs(S[..., :1])
-    if (S < -tol).any():
-        raise ValueError(f"'S' holds singular values, which must be >= 0; found min {float(S.min()):.3g}")
-    rise = S[..., 1:] - S[..., :-1]
-    bad = rise > tol
-    if bad.any():
-        l, n, i = (int(j) for j in np.unravel_index(int(np.argmax(bad)), bad.shape))
-        raise ValueError(
-            f"'S' must be non-increasing along its last axis (tolerance "
-            f"{_ORDER_FACTOR:g} * eps * S[..., 0]), but S[{l}, {n}, {i + 1}] = {float(S[l, n, i + 1]):.6g} "
-            f"> S[{l}, {n}, {i}] = {float(S[l, n, i]):.6g}"
         )
 
 
@@ -294,9 +263,7 @@ class JacobianSet:
                     raise ValueError(f"{key!r} must have the dtype of 'U' ({U.dtype}), got {a.dtype}")
             for key, a in (("U", U), ("S", S), ("V", V)):
                 _check_finite(key, a)
-            _check_singular_values(S)
-            _check_orthonormal("U", U)
-            _check_orthonormal("V", V)
+            check_factor_values(U, S, V)
             put("U", _readonly(U))
             put("S", _readonly(S))
             put("V", _readonly(V))

@@ -106,3 +106,39 @@ def test_theory_does_not_import_simulation():
     from ramodel import theory
 
     assert not any(m.rsplit(".", 1)[-1] == "simulation" for m in _imported_modules(theory))
+
+
+def test_one_factor_check_for_the_file_the_metrics_and_the_theory():
+    from ramodel import theory
+    from ramodel.jacobian_set import JacobianSet
+    from ramodel.metrics import alignment_lr
+
+    rng = np.random.default_rng(3)
+    Q = np.linalg.qr(rng.standard_normal((2, 4, 6, 3)))[0]
+    S = np.sort(rng.random((2, 4, 3)), axis=-1)[..., ::-1] + 0.1
+    bad_U = Q.copy()
+    bad_U[1, 2] *= 1.01  # layer 1, input 2
+    base = {"labels": np.arange(4) % 2, "classes": 2}
+    where = r"at layer 1, input 2, above the tolerance"
+    with pytest.raises(ValueError, match=r"'U' must have orthonormal columns: max \|U\^T U - I\| = .* " + where):
+        JacobianSet(U=bad_U, S=S, V=Q, **base)
+    with pytest.raises(ValueError, match=r"^U must have orthonormal columns: .* " + where):
+        alignment_lr((bad_U, S, Q))
+    with pytest.raises(ValueError, match=r"'U' must have orthonormal columns: .* " + where):
+        theory.check({"U": bad_U, "S": S, "V": Q, **base}, chance_draws=0)
+    rising = S.copy()
+    rising[0, 1] = [1.0, 2.0, 0.5]
+    with pytest.raises(ValueError, match=r"'S' must be non-increasing .* S\[0, 1, 1\] = 2 > S\[0, 1, 0\] = 1"):
+        _source.check_factor_values(Q, rising, Q)
+    with pytest.raises(ValueError, match="'S' holds singular values, which must be >= 0"):
+        _source.check_factor_values(Q, -S, Q)
+    _source.check_factor_values(Q, S, Q)  # valid factors pass
+
+
+def test_factor_check_runs_in_the_arrays_namespace():
+    xp = pytest.importorskip("array_api_strict")
+    Q = np.linalg.qr(np.random.default_rng(4).standard_normal((2, 5, 2)))[0]
+    S = np.array([[2.0, 1.0], [3.0, 0.5]])
+    _source.check_factor_values(xp.asarray(Q), xp.asarray(S), xp.asarray(Q))
+    with pytest.raises(ValueError, match="'V' must have orthonormal columns: .* at layer 0,"):
+        _source.check_factor_values(xp.asarray(Q), xp.asarray(S), xp.asarray(2.0 * Q))

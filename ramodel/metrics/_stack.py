@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .._source import ORDER_FACTOR, ORTHONORMAL_FACTOR
+from .._source import ORDER_FACTOR, ORTHONORMAL_FACTOR, check_factor_values
 from .._validation import check_int
 from ..backend import get_namespace
-from ._arrays import _as_array, _astype, _eps, _float_array, _host, _mT, _top_singular
+from ._arrays import _as_array, _astype, _float_array, _host, _top_singular
 
 # Tolerances for factors given by the caller, in units of eps of their dtype (the same
 # as ramodel.jacobian_set, so a JacobianSet that validated also validates here).
@@ -72,21 +72,7 @@ def _check_factors(U, S, V, names=("U", "S", "V")):
         raise ValueError(f"{nV} must have the shape of {nU} {tuple(U.shape)}, got {tuple(V.shape)}")
     if tuple(S.shape) != tuple(U.shape[:-2]) + (k,):
         raise ValueError(f"{nS} must have shape {tuple(U.shape[:-2]) + (k,)} to match {nU}, got {tuple(S.shape)}")
-    xp = get_namespace(U, S, V)
-    eps = _eps(S)
-    tol = _ORDER_FACTOR * eps * S[..., :1]
-    if bool(xp.any(S < -tol)):
-        raise ValueError(f"{nS} holds singular values, which must be >= 0")
-    if k > 1 and bool(xp.any(S[..., 1:] - S[..., :-1] > tol)):
-        raise ValueError(f"{nS} must be non-increasing along its last axis (top-k singular values in order)")
-    eye = xp.eye(k, dtype=U.dtype)
-    otol = _ORTHONORMAL_FACTOR * math.sqrt(d) * eps
-    for name, Q in ((nU, U), (nV, V)):
-        err = float(xp.max(xp.abs(xp.matmul(_mT(Q, xp), Q) - eye)))
-        if not err <= otol:
-            raise ValueError(
-                f"{name} must have orthonormal columns: max |{name}^T {name} - I| = {err:.3g} > {otol:.3g}"
-            )
+    check_factor_values(U, S, V, names=names)
     return U, S, V
 
 

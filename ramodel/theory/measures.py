@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from .._source import ORDER_FACTOR, ORTHONORMAL_FACTOR, RANK_TAU, as_source, get_field
+from .._source import (
+    ORDER_FACTOR,
+    ORTHONORMAL_FACTOR,
+    RANK_TAU,
+    as_source,
+    check_factor_values,
+    get_field,
+)
 from .._validation import check_positive_float
 from ..backend import asarray, get_namespace, to_numpy
 from ..metrics import Spread
@@ -96,18 +103,7 @@ def _check_factor_arrays(U, S, V, shared, xp):
         raise ValueError(f"'U' must have k <= d columns, got shape {tuple(U.shape)}")
     _expect("V", V, U.shape, f"{names} like 'U'")
     _expect("S", S, tuple(U.shape[:-2]) + (k,), "(L, k)" if shared else "(L, N, k)")
-    eps = float(xp.finfo(U.dtype).eps)
-    tol = _ORDER_FACTOR * eps * S[..., :1]
-    if bool(xp.any(S < -tol)) or (k > 1 and bool(xp.any(S[..., 1:] - S[..., :-1] > tol))):
-        raise ValueError("'S' must hold non-negative, non-increasing singular values along its last axis")
-    eye = xp.eye(k, dtype=U.dtype)
-    otol = _ORTHONORMAL_FACTOR * math.sqrt(d) * eps
-    for name, Q in (("U", U), ("V", V)):
-        err = float(xp.max(xp.abs(_mT(Q, xp) @ Q - eye)))
-        if not err <= otol:
-            raise ValueError(
-                f"{name!r} must have orthonormal columns: max |{name}^T {name} - I| = {err:.3g} > {otol:.3g}"
-            )
+    check_factor_values(U, S, V)
 
 
 def _same(a, b, xp) -> bool:
