@@ -207,9 +207,11 @@ def _ra(js) -> tuple[dict, object]:
         v = rep.metrics.get(m)
         row[m] = float("nan") if v is None else float(v.value)
     row["A_chance"] = float(rep.metrics["A_left"].chance) if "A_left" in rep.metrics else float("nan")
+    reasons = getattr(rep, "reasons", {}) or {}
     for p in VERDICTS:
         v = rep.verdicts.get(p)
-        row[p] = "n/a" if v is None else ("pass" if v else "FAIL")
+        row[p] = "n/a" if v is None else ("pass" if v else "FAIL")  # n/a: undetermined
+        row[f"{p}_reason"] = str(reasons.get(p, ""))
     return row, rep
 
 
