@@ -34,6 +34,9 @@ no bias) at ``--operators`` random inputs: ``J = C2 diag(relu'(C1 x)) C1``, appl
 ``torch`` convolutions (``J^T`` with transposed convolutions), exact, never formed.
 The reference singular values come from the dense Jacobian (formed once, untimed).
 
+``--suite ideas``: variants of ``auto`` (no restarts, other chunk sizes) and the certified
+subspace iteration it replaced, on the peers suite's stacks.
+
 ``--suite methods``: the issue-7 table, every ``method`` of ``top_singular`` against the SVD.
 
 Columns: ``CPU s`` is ``time.process_time`` (all threads of the process), ``wall s``
@@ -448,6 +451,68 @@ def peer_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- ideas suite
+
+
+def run_ideas(args) -> tuple[list[dict], list[str]]:
+    """Variants of the block Krylov default against the subspace iteration it replaced."""
+    import ramodel.spectra as sp
+
+    k, notes, rows = args.k, [], []
+
+    def patched(J, **consts):
+        old = {name: getattr(sp, name) for name in consts}
+        for name, value in consts.items():
+            setattr(sp, name, value)
+        try:
+            return top_singular(J, k, seed=args.seed)
+        finally:
+            for name, value in old.items():
+                setattr(sp, name, value)
+
+    def subspace(J):  # the issue-7 default: certified subspace iteration, exact fallback
+        tol = math.sqrt(np.finfo(J.dtype).eps)
+        U, S, V, ok = sp._dense_randomized(J, k, 10, "auto", args.seed, tol, np, certify=True, give_up=True)
+        if ok is not None and not ok.all():
+            U, S, V = sp._patch_exact(J, k, U, S, V, ok, np)
+        U, V = sp.fix_signs(U, V, np)
+        return TopSingular(U, S, V)
+
+    for kind in args.stacks:
+        if kind == "trained":
+            J, note = trained_jacobians(args.batch, args.size, args.seed, path=args.jacobians)
+            notes.append(f"- trained: {note}")
+        else:
+            J = make_stack(kind, args.batch, args.size, args.seed)
+        U0, S0, V0h = np.linalg.svd(J, full_matrices=False)
+        ref = (U0[..., :k], S0[..., :k], np.swapaxes(V0h[..., :k, :], -1, -2))
+        fns = {
+            "auto (block Krylov, 8 MiB chunks, restarts)": lambda J=J: top_singular(J, k, seed=args.seed),
+            "auto without restarts": lambda J=J: patched(J, _DENSE_RESTART_BLOCKS=0),
+            "auto, one chunk (the whole stack per product)": lambda J=J: patched(J, _CHUNK_BYTES=1 << 62),
+            "auto, 2 MiB chunks": lambda J=J: patched(J, _CHUNK_BYTES=2 << 20),
+            "auto, 32 MiB chunks": lambda J=J: patched(J, _CHUNK_BYTES=32 << 20),
+            "previous auto (subspace iteration + residual test)": lambda J=J: subspace(J),
+        }
+        for threads in args.threads:
+            out = interleaved(fns, repeats=args.repeats, warmup=args.warmup, threads=threads)
+            for name, (wall, cpu, res) in out.items():
+                row = {"stack": kind, "threads": threads, "method": name, "wall": statistics.median(wall),
+                       "cpu": statistics.median(cpu), "speedup": float("nan")}
+                row.update(accuracy(J, res, ref))
+                rows.append(row)
+                print(f"#   {kind} {name}: cpu {row['cpu']:.3f} s", file=sys.stderr, flush=True)
+    return rows, notes
+
+
+def ideas_table(rows: list[dict]) -> str:
+    head = ("| stack | threads | variant | CPU s | wall s | err S | sinT | res |\n"
+            "|---|---:|---|---:|---:|---:|---:|---:|")
+    return "\n".join([head] + [
+        f"| {r['stack']} | {r['threads']} | {r['method']} | {r['cpu']:.3f} | {r['wall']:.3f} "
+        f"| {r['err_S']:.1e} | {r['sin_theta']:.1e} | {r['res']:.1e} |" for r in rows])
+
+
 # ----------------------------------------------------------------------------- operator suite
 
 
@@ -628,7 +693,7 @@ def table(rows: list[dict]) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=("peers", "operator", "methods"), default="peers")
+    p.add_argument("--suite", choices=("peers", "ideas", "operator", "methods"), default="peers")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="methods suite only")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=512)
@@ -650,7 +715,7 @@ def parse_args(argv=None):
     p.add_argument("--fixed-q", type=lambda s: [int(x) for x in s.split(",") if x], default=[2],
                    help="methods suite: extra rows, method='randomized' with these fixed power_iters")
     args = p.parse_args(argv)
-    allowed = PEER_STACKS if args.suite == "peers" else METHOD_STACKS
+    allowed = PEER_STACKS if args.suite in ("peers", "ideas") else METHOD_STACKS
     if args.stacks is None:
         args.stacks = list(allowed)
     for s in args.stacks:
@@ -691,6 +756,10 @@ def main(argv=None) -> int:
         rows, notes = run_peers(args)
         title = f"## top-{args.k} of {args.batch} x {args.size} x {args.size} float64: ramodel against its peers"
         body = peer_table(rows) + "\n\n" + peer_summary(rows)
+    elif args.suite == "ideas":
+        rows, notes = run_ideas(args)
+        title = f"## top-{args.k} of {args.batch} x {args.size} x {args.size} float64: variants of auto"
+        body = ideas_table(rows)
     else:
         rows, notes = run_operator(args)
         title = f"## top-{args.k} of conv-block Jacobians, matrix-free: ramodel against ARPACK"
