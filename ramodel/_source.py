@@ -220,6 +220,14 @@ class Source:
         return self.provenance.kind
 
     @property
+    def namespace(self) -> Any:
+        """The array namespace of the Jacobians (NumPy, CuPy, any array-API library), or None."""
+        from .backend import get_namespace
+
+        lead = self.jacobians if self.layout == "dense" else self.U
+        return None if lead is None or not hasattr(lead, "shape") else get_namespace(lead)
+
+    @property
     def factors(self) -> tuple | None:
         return None if self.layout != "factors" else (self.U, self.S, self.V)
 
@@ -269,8 +277,8 @@ def as_source(obj: Any, *, name: str = "source", expected: str | None = None) ->
     --------
     >>> import numpy as np
     >>> src = as_source(np.zeros((2, 3, 3)))
-    >>> src.layout, src.shared, src.bare, src.kind
-    ('dense', True, True, 'arrays')
+    >>> src.layout, src.shared, src.bare, src.kind, src.namespace.__name__
+    ('dense', True, True, 'arrays', 'numpy')
     """
     if obj is None:
         expected = expected or "an object or a mapping with FORMAT.md fields, or an array of Jacobians"

@@ -250,17 +250,18 @@ def _from_simulation(sim: Any, name: str) -> _Model:
 
 
 def _from_jacobian_set(js: Any, name: str) -> _Model:
-    if js.jacobians is not None:
-        s1 = _layer_sigma1(np.asarray(js.jacobians))
+    src = _source.as_source(js)
+    if src.require_jacobians() == "dense":
+        s1 = _layer_sigma1(np.asarray(src.jacobians))
     else:
-        s1 = np.asarray(js.S, dtype=np.float64)[..., 0]
+        s1 = np.asarray(src.S, dtype=np.float64)[..., 0]
     skip_norm = None
-    if js.skips is not None:
-        M = np.asarray(js.skips, dtype=np.float64)
+    if src.skips is not None:
+        M = np.asarray(src.skips, dtype=np.float64)
         n = np.linalg.norm(M, ord=2, axis=(-2, -1))
         skip_norm = np.broadcast_to(n, (js.depth,)) if np.ndim(n) == 0 else n
-    meta = dict(js.meta or {})
-    key = {"source": "network", "classes": int(js.classes), "width": int(js.width)}
+    meta = dict(src.provenance.meta)
+    key = {"source": "network", "classes": int(src.classes_or()), "width": int(js.width)}
     key.update({k: meta[k] for k in _META_KEYS if k in meta})
     return _summarise(name, js.depth, s1, key, skip_norm)
 
