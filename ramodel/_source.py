@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "RANK_TAU",
-    "ORTHONORMAL_FACTOR",
-    "ORDER_FACTOR",
-    "THEOREM_TOL",
     "ACTIVE_FLOOR",
     "FIELDS",
+    "ORDER_FACTOR",
+    "ORTHONORMAL_FACTOR",
+    "RANK_TAU",
+    "THEOREM_TOL",
     "Provenance",
     "Source",
     "as_source",

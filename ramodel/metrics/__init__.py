@@ -79,8 +79,8 @@ Examples
 from __future__ import annotations
 
 from .._source import RANK_TAU
-from ..spectra import top_singular  # noqa: F401  (the seam of _arrays._top_singular)
-from ._arrays import (  # noqa: F401
+from ..spectra import top_singular
+from ._arrays import (
     _as_array,
     _astype,
     _eps,
@@ -91,7 +91,7 @@ from ._arrays import (  # noqa: F401
     _permute,
     _to_xp,
 )
-from ._results import (  # noqa: F401
+from ._results import (
     _STATISTICS,
     Metric,
     MetricUndefinedError,
@@ -101,7 +101,7 @@ from ._results import (  # noqa: F401
     _json_float,
     _quantiles,
 )
-from ._stack import (  # noqa: F401
+from ._stack import (
     _ORDER_FACTOR,
     _ORTHONORMAL_FACTOR,
     _ZERO_WHY,
@@ -116,7 +116,7 @@ from ._stack import (  # noqa: F401
     _valid,
     _with_nan,
 )
-from ._summaries import (  # noqa: F401
+from ._summaries import (
     _metric,
     _nanmean,
     _nanmedian,
@@ -124,7 +124,7 @@ from ._summaries import (  # noqa: F401
     _pair_metric,
     _per_matrix_metric,
 )
-from .alignment import (  # noqa: F401
+from .alignment import (
     _across_input_raw,
     _across_metric,
     _alignment_group,
@@ -144,7 +144,7 @@ from .alignment import (  # noqa: F401
     cross_depth_alignment,
     jacobian_alignment_matrix,
 )
-from .collapse import (  # noqa: F401
+from .collapse import (
     _check_classifier,
     _class_stats,
     _ClassStats,
@@ -163,7 +163,7 @@ from .collapse import (  # noqa: F401
     nc3,
     nc4,
 )
-from .rank import (  # noqa: F401
+from .rank import (
     _check_tau,
     _energy_raw,
     _factor_note,
@@ -176,8 +176,8 @@ from .rank import (  # noqa: F401
     rank_metrics,
     stable_rank,
 )
-from .registry import METRICS, MetricSpec  # noqa: F401
-from .scaling import (  # noqa: F401
+from .registry import METRICS, MetricSpec
+from .scaling import (
     DepthSlopeFit,
     _sigma1_cv_metric,
     _sigma1_mean_metric,
@@ -185,7 +185,7 @@ from .scaling import (  # noqa: F401
     sigma1_cv,
     sigma1_mean,
 )
-from .trajectory import (  # noqa: F401
+from .trajectory import (
     _RA1_WHY,
     _check_representations,
     _ra1_metric,
