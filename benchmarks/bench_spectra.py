@@ -120,11 +120,12 @@ def machine_lines(xp) -> list[str]:
     except ImportError:
         blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
         lines.append(f"- BLAS: {blas.get('name')} {blas.get('version')}")
-    for name in ("scipy", "sklearn", "fbpca", "torch"):
+    from importlib import metadata
+
+    for name, dist in (("scipy", "scipy"), ("sklearn", "scikit-learn"), ("fbpca", "fbpca"), ("torch", "torch")):
         try:
-            mod = __import__(name)
-            lines.append(f"- {name} {getattr(mod, '__version__', '?')}")
-        except ImportError:
+            lines.append(f"- {name} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
             lines.append(f"- {name}: not installed")
     if xp.__name__.startswith("cupy"):
         dev = xp.cuda.Device()
