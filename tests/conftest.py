@@ -6,6 +6,7 @@ Hypothesis profiles (select with HYPOTHESIS_PROFILE):
 - ``deep``: 10,000 examples per property, for deliberate long runs.
 """
 
+import contextlib
 import os
 
 import pytest
@@ -43,3 +44,25 @@ def _one_thread(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def float64_default():
+    """Torch's default dtype float64 inside (restored after, also on error): modules built
+    inside have float64 draws (``.double()`` would cast float32 ones). Test modules use it
+    as ``from conftest import float64_default as _float64``.
+    """
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def _float64():
+    """The :func:`float64_default` context manager, for tests that take it as a fixture."""
+    return float64_default

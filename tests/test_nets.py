@@ -1,6 +1,5 @@
 """Tests of ramodel.nets: entangled skips and the residual networks, against dense references."""
 
-import contextlib
 import copy
 import subprocess
 import sys
@@ -14,26 +13,7 @@ torch = pytest.importorskip("torch")
 
 from ramodel import mappings  # noqa: E402
 from ramodel.nets import ConvResNet, EntangledSkip, ResidualBlock, ResidualMLP  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine is shared: one thread is much faster than two contending ones.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def _float64():
-    """Build modules in float64, so the skips are the float64 draws (``.double()`` would cast float32 ones)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
+from conftest import float64_default as _float64  # noqa: E402
 
 
 def _reference_mlp(net: ResidualMLP, x: np.ndarray, skips: np.ndarray) -> np.ndarray:

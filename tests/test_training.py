@@ -16,15 +16,6 @@ from ramodel.optimize import DivergenceError  # noqa: E402
 from ramodel.training import TrainResult, evaluate, train  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Shared machine: one thread beats two contending ones; determinism needs a fixed count anyway.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def full():
     return digits(seed=0)  # 1347 train / 450 test, 10 classes

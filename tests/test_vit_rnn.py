@@ -1,7 +1,5 @@
 """Tests of the Vision Transformer and the residual RNN of ramodel.nets, against NumPy float64 references."""
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,30 +10,13 @@ torch = pytest.importorskip("torch")
 
 from ramodel import mappings  # noqa: E402
 from ramodel.nets import ResidualRNN, SelfAttention, VisionTransformer  # noqa: E402
+from conftest import float64_default as _float64  # noqa: E402
 
 FAMILIES = [
     ("identity", {}), ("none", {}), ("orthogonal", {}), ("permutation", {"signed": True}),
     ("sparse_unipotent", {"density": 0.3}), ("correlation", {"kind": "banded", "bandwidth": 2}),
     ("block_orthogonal", {"block": 3}),
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _weights(net) -> dict:
