@@ -29,6 +29,7 @@ import ast
 import concurrent.futures as cf
 import contextlib
 import csv
+import importlib
 import inspect
 import io
 import itertools
@@ -38,6 +39,7 @@ import os
 import pathlib
 import sys
 import time
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +47,20 @@ from typing import Any
 from ._io import atomic_write_text, check_destination
 from ._validation import check_keywords
 
-__all__ = ["SweepResult", "SerialExecutor", "sweep", "run_one", "run_key", "record_path"]
+__all__ = [
+    "GRID_AXES",
+    "SerialExecutor",
+    "SweepResult",
+    "check_runs",
+    "grid_configs",
+    "import_modules",
+    "load_grid",
+    "make_executor",
+    "record_path",
+    "run_key",
+    "run_one",
+    "sweep",
+]
 
 #: Columns every row has, before the metric columns.
 CONFIG_COLUMNS = ("depth", "classes", "width", "skip", "seed")
@@ -361,6 +376,19 @@ class SweepResult:
             atomic_write_text(path, text)
         return text
 
+    def as_read(self) -> SweepResult:
+        """The table as its CSV file reads back: ``rows`` then ``other_rows``, every cell parsed from its text.
+
+        Kept rows (read from the file) and new rows (computed now) then have the same
+        cell types, so the two print and compare alike; ``kept`` is carried over.
+        """
+        done = list(self.rows) + list(self.other_rows)
+        cols = _order_columns(done)
+        text = SweepResult(rows=tuple(_fill_defaults(r, cols) for r in done), columns=tuple(cols)).to_csv()
+        reader = csv.DictReader(io.StringIO(text))
+        parsed = tuple({k: _parse_cell(v) for k, v in r.items()} for r in reader)
+        return SweepResult(rows=parsed, columns=tuple(reader.fieldnames or ()), kept=self.kept)
+
     def to_pandas(self):
         """The table as a :class:`pandas.DataFrame` (needs pandas: ``pip install 'ramodel[pandas]'``)."""
         try:
@@ -453,7 +481,7 @@ class SweepResult:
             cells = []
             for c in show:
                 v = r.get(c)
-                cells.append(f"{v:>12.4g}" if isinstance(v, float) else f"{str(v if v is not None else ''):>12}"[:40])
+                cells.append(f"{v:>12.4g}" if isinstance(v, float) else f"{v if v is not None else ''!s:>12}"[:40])
             lines.append("  ".join(cells))
         return "\n".join(lines)
 
@@ -658,6 +686,152 @@ def _stop_pool(executor) -> None:
             proc.terminate()
 
 
+# ---------------------------------------------------------------------- grids, executors
+#: The grid axes of :func:`sweep` and the :func:`ramodel.simulate` option each one sets.
+GRID_AXES = types.MappingProxyType({"depths": "depth", "classes": "classes", "widths": "width", "skips": "skip",
+                                    "seeds": "seed"})
+
+
+def load_grid(path: str | os.PathLike) -> tuple[dict[str, list], dict[str, Any]]:
+    """Read a grid file (TOML): its axes and the options passed to every run.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A TOML file whose keys are the axes of :data:`GRID_AXES` (a value or a list)
+        and options of :func:`ramodel.simulate` in its spelling, e.g.
+        ``depths = [2, 4]``, ``classes = 3``, ``skip_params = { signed = true }``.
+
+    Returns
+    -------
+    axes : dict of str to list
+        The axes the file gives, each as a list.
+    options : dict
+        Everything else, as read.
+
+    Raises
+    ------
+    ValueError
+        The file is missing, is not TOML, or has a key that is neither an axis nor an
+        option of :func:`ramodel.simulate` (the message lists both).
+    """
+    import tomllib
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r}: no such file")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{str(path)!r}: not valid TOML ({exc})") from None
+    options_allowed = set(_simulate_params()) - set(RUN_KEY_EXCLUDED) - set(GRID_AXES.values())
+    unknown = sorted(k for k in data if k not in GRID_AXES and k not in options_allowed)
+    if unknown:
+        raise ValueError(f"{str(path)!r}: unknown key(s) {unknown}; use the grid axes {sorted(GRID_AXES)} and "
+                         f"options of ramodel.simulate {sorted(options_allowed)}")
+    axes = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in data.items() if k in GRID_AXES}
+    return axes, {k: v for k, v in data.items() if k not in GRID_AXES}
+
+
+def grid_configs(*, depths, classes, widths=None, skips="identity", seeds=0, **options) -> list[dict]:
+    """The runs of a grid: one :func:`ramodel.simulate` configuration per point, in :func:`sweep`'s order.
+
+    The order is the Cartesian product of depths, classes, widths, skips, seeds (the
+    last varies fastest). A width of None is left out (simulate's default applies).
+
+    Examples
+    --------
+    >>> [(c["depth"], c["seed"]) for c in grid_configs(depths=[2, 4], classes=3, seeds=[0, 1])]
+    [(2, 0), (2, 1), (4, 0), (4, 1)]
+    """
+    configs = []
+    for depth, n_classes, width, skip, seed in itertools.product(
+            _as_list("depths", depths), _as_list("classes", classes), _as_list("widths", widths),
+            _as_list("skips", skips), _as_list("seeds", seeds)):
+        cfg = dict(depth=depth, classes=n_classes, skip=skip, seed=seed, **options)
+        if width is not None:
+            cfg["width"] = width
+        configs.append(cfg)
+    return configs
+
+
+def check_runs(configs: Iterable[Mapping[str, Any]]) -> None:
+    """Raise on the first run whose options :func:`ramodel.simulate` would reject, before any is solved.
+
+    Stricter than :func:`sweep`'s own check (which makes an invalid group of runs failed
+    rows and raises only when every run is invalid): one invalid group refuses the grid.
+    Runs that differ only in seed are probed once (:func:`probe`, milliseconds each).
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``run depth=..., classes=..., ... is invalid: <simulate's message>``.
+    """
+    seen = set()
+    for cfg in configs:
+        sig = json.dumps(_canonical({k: v for k, v in cfg.items() if k not in ("depth", "seed")}), sort_keys=True,
+                         default=str)
+        if sig in seen:
+            continue
+        seen.add(sig)
+        try:
+            probe(cfg)
+        except (ValueError, TypeError) as exc:
+            raise type(exc)(f"run {_describe(cfg)} is invalid: {exc}") from None
+
+
+def import_modules(names: Iterable[str]) -> None:
+    """Import each named module (one that registers a skip family, say); a worker initialiser."""
+    for name in names:
+        importlib.import_module(name)
+
+
+def make_executor(*, workers: int | None = None, dask: str | None = None, imports: Sequence[str] = (),
+                  runs: int | None = None):
+    """An executor for :func:`sweep` and the function that releases it: ``(executor, close)``.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Local processes; default one per core, at most ``runs``. One gives a
+        :class:`SerialExecutor` (runs in this process, nothing to release).
+    dask : str, optional
+        Address of a Dask scheduler (needs ``dask[distributed]``); ``close`` then
+        disconnects, it never shuts the cluster down (it is not ours to stop).
+    imports : sequence of str
+        Modules every worker imports first: workers started by spawn or forkserver
+        (and Dask workers) start empty, without the skip families they register.
+    runs : int, optional
+        The number of runs to execute, which caps ``workers``.
+
+    Raises
+    ------
+    ImportError
+        ``dask`` given without Dask installed (the message says what to install).
+    ValueError
+        ``workers`` below 1.
+    """
+    if dask:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise ImportError("a Dask executor needs Dask: pip install 'dask[distributed]'") from None
+        client = Client(dask)
+        if imports:
+            client.run(import_modules, list(imports))
+        return client.get_executor(), client.close
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if runs is not None:
+        n = min(n, max(runs, 1))
+    if n == 1:
+        return SerialExecutor(), lambda: None
+    pool = cf.ProcessPoolExecutor(max_workers=n, initializer=import_modules, initargs=(list(imports),))
+    return pool, lambda: pool.shutdown(cancel_futures=True)
+
+
 # ---------------------------------------------------------------------------- sweep
 def sweep(
     *,
@@ -747,18 +921,8 @@ def sweep(
             or callable(getattr(executor, "submit", None))):
         raise TypeError(f"executor must be a concurrent.futures.Executor, 'serial' or None, got {executor!r}")
 
-    grid = list(
-        itertools.product(
-            _as_list("depths", depths), _as_list("classes", classes), _as_list("widths", widths),
-            _as_list("skips", skips), _as_list("seeds", seeds),
-        )
-    )
-    configs = []
-    for depth, n_classes, width, skip, seed in grid:
-        cfg = dict(depth=depth, classes=n_classes, skip=skip, seed=seed, **simulate_kwargs)
-        if width is not None:
-            cfg["width"] = width
-        configs.append(cfg)
+    configs = grid_configs(depths=depths, classes=classes, widths=widths, skips=skips, seeds=seeds,
+                           **simulate_kwargs)
     keys = [run_key(cfg) for cfg in configs]
 
     header: list[str] = []
