@@ -1,4 +1,5 @@
-"""Property-based testing of skip-mapping families (public; needs Hypothesis).
+"""Property-based testing of skip-mapping families (public; needs Hypothesis: the
+``testing`` extra, ``pip install 'ramodel[testing]'``).
 
 This is how a user tests a family of their own: register it with
 :func:`ramodel.mappings.register`, then call :func:`assert_family_invariants`.
@@ -26,8 +27,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "ramodel.testing needs Hypothesis: pip install 'ramodel[testing]' (or pip install hypothesis)"
+    ) from exc
 
 from . import mappings as _mappings
 from ._validation import check_int
