@@ -103,3 +103,21 @@ def test_import_ramodel_imports_no_optional_or_heavy_package():
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_moved_modules_keep_their_old_paths():
+    import importlib
+
+    import ramodel.data
+    import ramodel.data.datasets
+    import ramodel.data.sequences
+    import ramodel.datasets
+    import ramodel.sequences
+    from ramodel import datasets, sequences
+
+    # One module object per concept: a patch or cache on either path is seen by both.
+    assert ramodel.datasets is ramodel.data.datasets is datasets
+    assert ramodel.sequences is ramodel.data.sequences is sequences
+    assert importlib.import_module("ramodel.sequences").sequential_digits is ramodel.data.sequential_digits
+    assert issubclass(ramodel.sequences.SequenceDataset, ramodel.datasets.Dataset)
+    assert set(ramodel.data.__all__) >= set(datasets.__all__) | set(sequences.__all__)
