@@ -104,7 +104,7 @@ import numbers
 import re
 import types
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from functools import cached_property
 from typing import Any
@@ -388,12 +388,90 @@ def _move(a: np.ndarray, h):
     return asarray(a, xp=xp, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class TorchForm:
+    """How a torch module (:class:`ramodel.nets.EntangledSkip`) applies a structured map.
+
+    Returned by :meth:`LinearMap.torch_form`; holds host arrays only, so this module
+    imports no torch.
+
+    Attributes
+    ----------
+    structure : str
+        The form's name (``EntangledSkip.structure``).
+    buffers : mapping of str to ndarray
+        Host arrays the module registers as buffers under these names: integer arrays
+        as ``torch.long``, floating ones in the module's dtype.
+    apply : callable
+        ``apply(x, module) -> out`` for a tensor ``x`` with the map's axis last; it
+        reads the buffers (and ``settings``) as attributes of ``module``, so ``.to()``
+        and ``state_dict`` see them.
+    settings : mapping of str to int
+        Plain attributes the module sets (e.g. ``block``).
+    """
+
+    structure: str
+    buffers: Mapping[str, np.ndarray]
+    apply: Callable
+    settings: Mapping[str, int] = field(default_factory=lambda: types.MappingProxyType({}))
+
+
+def _torch_permutation(x, m):
+    return x.index_select(-1, m.perm) * m.signs
+
+
+def _torch_block_diagonal(x, m):
+    import torch
+
+    k, b, _ = m.blocks.shape
+    head = x[..., : k * b].unflatten(-1, (k, b))
+    out = torch.einsum("kij,...kj->...ki", m.blocks, head).flatten(-2)
+    if m.tail.shape[0]:
+        out = torch.cat([out, x[..., k * b :] @ m.tail.T], dim=-1)
+    return out
+
+
+def _torch_diagonal(x, m):
+    return x * m.diagonal
+
+
+def _torch_banded(x, m):
+    from torch.nn import functional
+
+    out = m.band[0] * x
+    # One shifted copy per diagonal of the band (at most the bandwidth), never per sample.
+    for lag in range(1, m.band.shape[0]):
+        ahead = functional.pad(x[..., lag:], (0, lag))  # x[i + lag], zero past the end
+        behind = functional.pad(x[..., :-lag], (lag, 0))  # x[i - lag]
+        out = out + m.band[lag] * (ahead + behind)
+    return out
+
+
+def _torch_block_sums(x, block: int):
+    """Each entry replaced by the sum over its block of ``block`` features (last block shorter)."""
+    import torch
+
+    k, r = divmod(x.shape[-1], block)
+    head = x[..., : k * block].unflatten(-1, (k, block))
+    out = head.sum(-1, keepdim=True).expand_as(head).flatten(-2)
+    if r:
+        tail = x[..., k * block :]
+        out = torch.cat([out, tail.sum(-1, keepdim=True).expand_as(tail)], dim=-1)
+    return out
+
+
+def _torch_block_equicorrelation(x, m):
+    return m.coefficients[0] * x + m.coefficients[1] * _torch_block_sums(x, m.block)
+
+
 class LinearMap:
     """A skip matrix held in a structured form.
 
     Subclasses hold host NumPy float64 arrays and implement :meth:`dense` (the
     ``(width, width)`` host matrix) and ``_apply`` (the fast product). :meth:`apply`
     moves the small structure arrays to ``h``'s namespace and dtype on each call.
+    A subclass with a fast torch product also implements :meth:`torch_form`, which
+    :class:`ramodel.nets.EntangledSkip` uses as it is (no branch per class there).
     """
 
     @property
@@ -412,6 +490,17 @@ class LinearMap:
 
     def _apply(self, h, xp):
         raise NotImplementedError
+
+    def torch_form(self, factor: float = 1.0) -> TorchForm | None:
+        """The torch form of ``factor * M``, or None: apply the dense matrix.
+
+        Parameters
+        ----------
+        factor : float, default 1.0
+            Folded into the form's floating buffers (how :class:`ScaledMap` passes its
+            factor down).
+        """
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -447,6 +536,9 @@ class DiagonalMap(LinearMap):
     def _apply(self, h, xp):
         return h * _move(self.diagonal, h)
 
+    def torch_form(self, factor: float = 1.0) -> TorchForm:
+        return TorchForm("diagonal", {"diagonal": factor * self.diagonal}, _torch_diagonal)
+
 
 @dataclass(frozen=True, eq=False)
 class PermutationMap(LinearMap):
@@ -469,6 +561,12 @@ class PermutationMap(LinearMap):
 
     def _apply(self, h, xp):
         return _move(self.signs, h) * xp.take(h, _move(self.perm, h), axis=-1)
+
+    def torch_form(self, factor: float = 1.0) -> TorchForm:
+        # A gather and signs: exact.
+        perm = np.asarray(self.perm).astype(np.int64, copy=False)
+        signs = factor * np.asarray(self.signs, dtype=np.float64)
+        return TorchForm("permutation", {"perm": perm, "signs": signs}, _torch_permutation)
 
 
 @dataclass(frozen=True, eq=False)
@@ -504,6 +602,10 @@ class BlockDiagonalMap(LinearMap):
             return out
         return _concat(xp, [out, h[..., k * b :] @ _move(self.tail, h).T])
 
+    def torch_form(self, factor: float = 1.0) -> TorchForm:
+        buffers = {"blocks": factor * self.blocks, "tail": factor * self.tail}
+        return TorchForm("block_diagonal", buffers, _torch_block_diagonal)
+
 
 @dataclass(frozen=True, eq=False)
 class BandedToeplitzMap(LinearMap):
@@ -532,6 +634,11 @@ class BandedToeplitzMap(LinearMap):
             behind = _concat(xp, [pad, h[..., : n - lag]])  # h[i - lag]
             out = out + c[lag] * (ahead + behind)
         return out
+
+    def torch_form(self, factor: float = 1.0) -> TorchForm:
+        # The coefficient of each lag that fits in the width.
+        band = factor * np.asarray(self.coefficients, dtype=np.float64)[: self.size]
+        return TorchForm("banded", {"band": band}, _torch_banded)
 
 
 @dataclass(frozen=True, eq=False)
@@ -565,6 +672,14 @@ class BlockEquicorrelationMap(LinearMap):
         tail = (1.0 - rho) * tail + rho * xp.sum(tail, axis=-1, keepdims=True)
         return _concat(xp, [out, tail])
 
+    def torch_form(self, factor: float = 1.0) -> TorchForm:
+        # factor M = factor ((1 - rho) I + rho * blockdiag(ones)): a scaled copy plus block sums.
+        coefficients = np.array([factor * (1.0 - self.rho), factor * self.rho])
+        return TorchForm(
+            "block_equicorrelation", {"coefficients": coefficients}, _torch_block_equicorrelation,
+            types.MappingProxyType({"block": int(self.block)}),
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class ScaledMap(LinearMap):
@@ -582,6 +697,10 @@ class ScaledMap(LinearMap):
 
     def _apply(self, h, xp):
         return self.factor * self.base._apply(h, xp)
+
+    def torch_form(self, factor: float = 1.0) -> TorchForm | None:
+        # The factor is folded into the base's buffers.
+        return self.base.torch_form(factor * float(self.factor))
 
 
 # ------------------------------------------------------------------------ registry

@@ -43,7 +43,6 @@ import numpy as np
 try:
     import torch
     from torch import nn
-    from torch.nn import functional
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(f"ramodel.nets needs PyTorch ({exc}); install it with: pip install 'ramodel[torch]'") from exc
 
@@ -166,33 +165,18 @@ class EntangledSkip(nn.Module):
             self._register_structure(lmap, dtype)
 
     def _register_structure(self, lmap, dtype) -> None:
-        """Buffers of the fast form of ``lmap``; a scaled map folds its factor into them."""
-        factor = 1.0
-        while isinstance(lmap, mappings.ScaledMap):
-            factor, lmap = factor * float(lmap.factor), lmap.base
-
-        def buffer(name, value, kind=dtype):
-            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=kind))
-
-        if isinstance(lmap, mappings.PermutationMap):
-            self.structure = "permutation"
-            buffer("perm", lmap.perm, torch.long)
-            buffer("signs", factor * np.asarray(lmap.signs, dtype=np.float64))
-        elif isinstance(lmap, mappings.BlockDiagonalMap):
-            self.structure = "block_diagonal"
-            buffer("blocks", factor * lmap.blocks)
-            buffer("tail", factor * lmap.tail)
-        elif isinstance(lmap, mappings.DiagonalMap):
-            self.structure = "diagonal"
-            buffer("diagonal", factor * lmap.diagonal)
-        elif isinstance(lmap, mappings.BandedToeplitzMap):
-            self.structure = "banded"
-            buffer("band", factor * np.asarray(lmap.coefficients, dtype=np.float64)[: self.width])
-        elif isinstance(lmap, mappings.BlockEquicorrelationMap):
-            # M = factor ((1 - rho) I + rho * blockdiag(ones)): a scaled copy plus block sums.
-            self.structure = "block_equicorrelation"
-            self.block = int(lmap.block)
-            buffer("coefficients", [factor * (1.0 - lmap.rho), factor * lmap.rho])
+        """Buffers of the torch form the map provides (``LinearMap.torch_form``); none: dense."""
+        form = lmap.torch_form()
+        if form is None:
+            return
+        self.structure = form.structure
+        self._torch_apply = form.apply
+        for name, value in form.buffers.items():
+            value = np.asarray(value)
+            kind = torch.long if value.dtype.kind in "iu" else dtype
+            self.register_buffer(name, torch.as_tensor(value, dtype=kind))
+        for name, value in form.settings.items():
+            setattr(self, name, value)
 
     def extra_repr(self) -> str:
         return f"width={self.width}, family={self.family!r}, structure={self.structure!r}, dim={self.dim}"
@@ -209,38 +193,8 @@ class EntangledSkip(nn.Module):
         if self.structure == "zero":
             return torch.zeros_like(h)
         x = h.movedim(self.dim, -1)
-        if self.structure == "permutation":
-            out = x.index_select(-1, self.perm) * self.signs
-        elif self.structure == "block_diagonal":
-            k, b, _ = self.blocks.shape
-            head = x[..., : k * b].unflatten(-1, (k, b))
-            out = torch.einsum("kij,...kj->...ki", self.blocks, head).flatten(-2)
-            if self.tail.shape[0]:
-                out = torch.cat([out, x[..., k * b :] @ self.tail.T], dim=-1)
-        elif self.structure == "diagonal":
-            out = x * self.diagonal
-        elif self.structure == "banded":
-            out = self.band[0] * x
-            # One shifted copy per diagonal of the band (at most the bandwidth), never per sample.
-            for lag in range(1, self.band.shape[0]):
-                ahead = functional.pad(x[..., lag:], (0, lag))  # x[i + lag], zero past the end
-                behind = functional.pad(x[..., :-lag], (lag, 0))  # x[i - lag]
-                out = out + self.band[lag] * (ahead + behind)
-        elif self.structure == "block_equicorrelation":
-            out = self.coefficients[0] * x + self.coefficients[1] * self._block_sums(x)
-        else:
-            out = x @ self.M.T
+        out = x @ self.M.T if self.structure == "dense" else self._torch_apply(x, self)
         return out.movedim(-1, self.dim)
-
-    def _block_sums(self, x: torch.Tensor) -> torch.Tensor:
-        """Each entry replaced by the sum over its block of ``self.block`` features (last block shorter)."""
-        k, r = divmod(self.width, self.block)
-        head = x[..., : k * self.block].unflatten(-1, (k, self.block))
-        out = head.sum(-1, keepdim=True).expand_as(head).flatten(-2)
-        if r:
-            tail = x[..., k * self.block :]
-            out = torch.cat([out, tail.sum(-1, keepdim=True).expand_as(tail)], dim=-1)
-        return out
 
 
 def _block_seeds(seed, count: int, shared: bool):
