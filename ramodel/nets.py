@@ -37,6 +37,9 @@ from __future__ import annotations
 import contextlib
 import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 
@@ -61,6 +64,10 @@ __all__ = [
     "ResidualRNN",
     "ACTIVATIONS",
     "NORMS",
+    "Architecture",
+    "ARCHITECTURES",
+    "architecture",
+    "build",
 ]
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu", "linear")
@@ -999,3 +1006,193 @@ class ResidualRNN(nn.Module):
 
         J = vmap(vmap(jacrev(f)))(H, X)
         return J.detach()
+
+    def jacobian_set(self, x, labels, *, classes: int | None = None, meta: Mapping | None = None,
+                     dtype: str = "float64"):
+        """The unrolled network as a :class:`~ramodel.jacobian_set.JacobianSet` (``spec/FORMAT.md``).
+
+        Step ``t`` is residual block ``t`` (``L = T``): ``jacobians`` are
+        :meth:`step_jacobians` ``(T, N, hidden, hidden)``, ``representations`` the states
+        :meth:`trajectory` ``h_0 .. h_T`` ``(T + 1, N, hidden)``, ``skips`` the one ``M``
+        ``(hidden, hidden)`` (left out when it is the identity) and ``classifier`` the
+        final layer's weight ``(C, hidden)``. Computed on a copy of the network cast to
+        ``dtype``, in eval mode; the network itself is not changed.
+
+        Parameters
+        ----------
+        x : tensor or array, shape (N, T, F) or (N, T F)
+        labels : integer array or tensor, shape (N,)
+        classes : int, optional
+            Default: the classifier's outputs.
+        meta : mapping, optional
+            Stored in the file's ``meta`` after the keys this method sets
+            (``architecture``, ``depth``, ``width``, ``method``, ``dtype``, ``skip_family``).
+        dtype : {"float64", "float32"}, default "float64"
+        """
+        import copy
+
+        from .jacobian_set import JacobianSet
+
+        check_choice("dtype", dtype, ("float64", "float32"))
+        net = copy.deepcopy(self).to(dtype=getattr(torch, dtype)).eval()
+        x = (x if isinstance(x, torch.Tensor) else torch.as_tensor(np.array(x))).to(
+            dtype=getattr(torch, dtype), device=next(net.parameters()).device)
+        J = net.step_jacobians(x)
+        with torch.no_grad():
+            H = net.trajectory(x)
+        M = net.cell.skip.M
+        info = {"architecture": "ResidualRNN", "depth": self.steps, "width": self.hidden, "method": "dense",
+                "dtype": dtype, "skip_family": self.config["skip"], "blocks": "the cell at each of the T steps",
+                **dict(meta or {})}
+        return JacobianSet(
+            labels=np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels),
+            classes=self.classes if classes is None else classes,
+            meta=info,
+            jacobians=J.cpu().numpy(),
+            representations=H.cpu().numpy(),
+            skips=None if self.config["skip"] == "identity" or M is None else M.detach().cpu().numpy(),
+            classifier=net.classifier.weight.detach().cpu().numpy(),
+        )
+
+
+# ------------------------------------------------------------------------ registry
+def _in_channels(dataset) -> int:
+    shape = tuple(dataset.image_shape)
+    return 1 if len(shape) == 2 else int(shape[0])
+
+
+def _build_mlp(dataset, *, depth=4, width=32, activation="relu", norm="none", **common) -> ResidualMLP:
+    return ResidualMLP(dataset.n_features, dataset.classes, width=width, depth=depth, activation=activation,
+                       norm=norm, **common)
+
+
+def _build_conv(dataset, *, depth=4, channels=8, **common) -> ConvResNet:
+    return ConvResNet(_in_channels(dataset), dataset.classes, channels=(channels,), blocks_per_stage=depth, **common)
+
+
+def _build_vit(dataset, *, depth=2, width=32, patch=2, heads=4, **common) -> VisionTransformer:
+    return VisionTransformer(tuple(dataset.image_shape)[-2:], dataset.classes, in_channels=_in_channels(dataset),
+                             patch=patch, dim=width, depth=depth, heads=heads, **common)
+
+
+def _build_rnn(dataset, *, width=32, activation="tanh", skip_shared=False, **common) -> ResidualRNN:
+    # skip_shared is accepted and has nothing to do: the one cell, and its one M, is shared over time.
+    return ResidualRNN(dataset.features, dataset.classes, steps=dataset.steps, hidden=width, activation=activation,
+                       **common)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One entry of :data:`ARCHITECTURES`: a network of this module and how to build it for a data set.
+
+    Attributes
+    ----------
+    name : str
+        The key (``ramodel train --arch NAME``).
+    cls : type
+        The ``nn.Module`` class built.
+    layout : {"flat", "image", "sequence"}
+        The data the network reads: any data set's flat rows, images (a data set with
+        ``image_shape``), or sequences (a :class:`ramodel.sequences.SequenceDataset`).
+    options : mapping of str to default
+        The architecture's own options :meth:`build` accepts, with their defaults, on
+        top of the skip options every one takes (``skip``, ``skip_params``,
+        ``skip_shared``, ``seed``, ``init_seed``).
+    export : {"blocks", "steps"}
+        How its Jacobians are exported: ``"blocks"`` by
+        :func:`ramodel.torch.export_jacobians` over ``model.blocks``, ``"steps"`` by
+        :meth:`ResidualRNN.jacobian_set` (one cell called once per time step).
+    doc : str
+        One line for listings.
+    constructor : callable
+        ``constructor(dataset, **options) -> nn.Module``, called by :meth:`build` after
+        the checks.
+    """
+
+    name: str
+    cls: type
+    layout: str
+    options: Mapping
+    export: str
+    doc: str
+    constructor: object = field(repr=False)
+
+    #: The options every architecture takes: the skips and the seeds.
+    COMMON: ClassVar[tuple] = ("skip", "skip_params", "skip_shared", "seed", "init_seed")
+
+    def __post_init__(self):
+        check_choice("layout", self.layout, ("flat", "image", "sequence"))
+        check_choice("export", self.export, ("blocks", "steps"))
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    def check_dataset(self, dataset, *, name: str = "the data set") -> None:
+        """Raise ``ValueError`` when ``dataset`` does not have this architecture's layout."""
+        if self.layout == "image" and getattr(dataset, "image_shape", None) is None:
+            raise ValueError(f"architecture {self.name!r} ({self.cls.__name__}) needs an image data set; "
+                             f"{name} has no image_shape")
+        if self.layout == "sequence" and not (hasattr(dataset, "steps") and hasattr(dataset, "features")):
+            raise ValueError(f"architecture {self.name!r} ({self.cls.__name__}) needs a sequence data set "
+                             f"(ramodel.sequences.SequenceDataset, with steps and features); {name} is "
+                             f"{type(dataset).__name__}")
+
+    def build(self, dataset, **options) -> nn.Module:
+        """The network for ``dataset`` (its features, classes and image or sequence shape).
+
+        Parameters
+        ----------
+        dataset : ramodel.datasets.Dataset
+            Of this architecture's :attr:`layout`.
+        **options
+            Any of :attr:`options` and :attr:`COMMON`; left out, the defaults apply.
+
+        Raises
+        ------
+        ValueError
+            A data set of another layout.
+        TypeError
+            An option this architecture does not take (the message lists those it takes).
+        """
+        unknown = sorted(set(options) - set(self.options) - set(self.COMMON))
+        if unknown:
+            raise TypeError(f"architecture {self.name!r} takes no option(s) {unknown}; its options are "
+                            f"{sorted(self.options)} and {list(self.COMMON)}")
+        self.check_dataset(dataset)
+        return self.constructor(dataset, **options)
+
+
+#: The architectures, by name: each network of this module declared once (name, class,
+#: data layout, options and their defaults, export protocol). ``ramodel train --arch``
+#: offers exactly these; a new network is one class and one entry here.
+ARCHITECTURES = MappingProxyType({a.name: a for a in (
+    Architecture("mlp", ResidualMLP, constructor=_build_mlp, layout="flat", export="blocks",
+                 options={"depth": 4, "width": 32, "activation": "relu", "norm": "none"},
+                 doc="ResidualMLP: fully connected, d = width"),
+    Architecture("conv", ConvResNet, constructor=_build_conv, layout="image", export="blocks",
+                 options={"depth": 4, "channels": 8},
+                 doc="ConvResNet with one stage of `depth` blocks; M mixes channels at every pixel"),
+    Architecture("vit", VisionTransformer, constructor=_build_vit, layout="image", export="blocks",
+                 options={"depth": 2, "width": 32, "patch": 2, "heads": 4},
+                 doc="VisionTransformer: `depth` layers (2 blocks each), embedding size width, M on every token"),
+    Architecture("rnn", ResidualRNN, constructor=_build_rnn, layout="sequence", export="steps",
+                 options={"width": 32, "activation": "tanh"},
+                 doc="ResidualRNN: one cell of state size width over the sequence's steps (L = T)"),
+)})
+
+
+def architecture(name: str) -> Architecture:
+    """The :data:`ARCHITECTURES` entry ``name``; ``ValueError`` listing the registered names otherwise."""
+    check_choice("arch", name, tuple(ARCHITECTURES))
+    return ARCHITECTURES[name]
+
+
+def build(name: str, dataset, **options) -> nn.Module:
+    """Build the registered architecture ``name`` for ``dataset``: ``architecture(name).build(dataset, **options)``.
+
+    Examples
+    --------
+    >>> from ramodel import datasets
+    >>> net = build("mlp", datasets.digits(classes=3), depth=2, width=8, init_seed=0)
+    >>> type(net).__name__, len(net.blocks)
+    ('ResidualMLP', 2)
+    """
+    return architecture(name).build(dataset, **options)

@@ -60,10 +60,13 @@ __all__ = [
     "InitialisationWarning",
     "TrainResult",
     "TrainStep",
+    "TrainedExport",
     "branch_weights",
+    "check_export",
     "evaluate",
     "init_cosine",
     "train",
+    "train_and_export",
 ]
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -852,3 +855,196 @@ def train(
         init_cosine_blocks=blocks,
         settings=types.MappingProxyType(dict(settings)),
     )
+
+
+# ------------------------------------------------------------------ train, then export
+@dataclass(frozen=True, eq=False)
+class TrainedExport:
+    """What :func:`train_and_export` made: the trained network, its run, and its exported Jacobians.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The trained network (eval mode).
+    dataset : ramodel.datasets.Dataset
+    result : TrainResult
+    jacobian_set : ramodel.jacobian_set.JacobianSet
+        The file written to ``files["jacobians.npz"]``.
+    split : {"test", "train"}
+    indices : ndarray of int, shape (N,)
+        The rows of ``split`` exported, sorted.
+    missing_classes : tuple of int
+        Classes with no example among the exported inputs (their RA and NC measures are missing).
+    files : mapping of str to pathlib.Path
+        ``jacobians.npz`` and ``checkpoint.pt``.
+    """
+
+    model: object
+    dataset: object
+    result: TrainResult
+    jacobian_set: object
+    split: str
+    indices: np.ndarray
+    missing_classes: tuple
+    files: types.MappingProxyType
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the model's config, the data set, the run (no per-step learning rates), the export."""
+        return {"model": self.model.config, "dataset": self.dataset.to_dict(),
+                "training": self.result.to_dict(lr_steps=False), "init_cosine": self.result.init_cosine,
+                "init_cosine_blocks": list(self.result.init_cosine_blocks),
+                "export": self.jacobian_set.to_dict(), "files": {k: str(v) for k, v in self.files.items()}}
+
+
+def _export_protocol(model: nn.Module) -> str:
+    from . import nets
+
+    for arch in nets.ARCHITECTURES.values():
+        if isinstance(model, arch.cls):
+            return arch.export
+    return "blocks"
+
+
+def check_export(model: nn.Module, *, k: int | None = None, method: str = "auto", dtype: str = "float64") -> None:
+    """Raise on export options ``model`` cannot be exported with, before it is trained.
+
+    ``"steps"`` networks (:class:`ramodel.nets.ResidualRNN`) are exported dense by
+    :meth:`~ramodel.nets.ResidualRNN.jacobian_set`: ``method="matrix_free"`` and ``k``
+    do not apply. Others go through :func:`ramodel.torch.export_jacobians`.
+    """
+    from . import torch as ra_torch
+
+    check_choice("method", method, ra_torch.METHODS)
+    check_choice("export dtype", dtype, ("float32", "float64"))
+    if k is not None:
+        check_int("k", k, minimum=1)
+    if _export_protocol(model) == "steps":
+        if method == "matrix_free" or k is not None:
+            raise ValueError(f"{type(model).__name__} exports its step Jacobians dense (ResidualRNN.jacobian_set); "
+                             f"method='matrix_free' and k do not apply (got method={method!r}, k={k!r})")
+        return
+    width = model.config.get("width") if type(model).__name__ == "ResidualMLP" else None
+    if k is not None and width is not None and k > width:
+        raise ValueError(f"k must be <= the residual width {width}, got {k}")
+
+
+def train_and_export(
+    model: nn.Module,
+    dataset,
+    out: str | os.PathLike,
+    *,
+    inputs: int = 100,
+    split: str = "test",
+    pick: str = "first",
+    k: int | None = None,
+    method: str = "auto",
+    export_dtype: str = "float64",
+    dataset_name: str | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    protocol: str = "default",
+    **train_options,
+) -> TrainedExport:
+    """Train ``model`` on ``dataset`` (:func:`train`), then export the Jacobians of ``inputs`` rows of a split.
+
+    Writes ``out/checkpoint.pt`` (during training; resumable) and ``out/jacobians.npz``
+    (``spec/FORMAT.md``, with the run in ``meta``). Export options are checked before
+    training (:func:`check_export`), so a typo does not cost a training run. A run
+    that fails leaves no empty ``out`` folder behind (a checkpoint, if any, is kept).
+
+    Parameters
+    ----------
+    model : nn.Module
+        E.g. from :func:`ramodel.nets.build`. Networks exported by blocks go through
+        :func:`ramodel.torch.export_jacobians`, a :class:`ramodel.nets.ResidualRNN` through
+        :meth:`~ramodel.nets.ResidualRNN.jacobian_set` (its step Jacobians, ``L = T``).
+    dataset : ramodel.datasets.Dataset
+    out : str or os.PathLike
+        A folder (created when missing).
+    inputs : int, default 100
+        Rows to export, capped at the split's size.
+    split : {"test", "train"}, default "test"
+    pick : {"first", "random"}, default "first"
+        The first ``inputs`` rows of the split, or a subset drawn with ``seed`` (sorted).
+        Warns when the exported rows miss a class (``missing_classes``).
+    k, method, export_dtype
+        As ``k``, ``method`` and ``dtype`` of :func:`ramodel.torch.export_jacobians`.
+    dataset_name : str, optional
+        Recorded as ``meta["dataset"]``; default ``dataset.name``.
+    seed : int, default 0
+        Seed of the training run (:func:`train`), of the random pick and of the
+        matrix-free export.
+    resume, protocol, **train_options
+        Passed to :func:`train` (``epochs``, ``steps``, ``lr``, ``progress``, ``device``, ...).
+
+    Returns
+    -------
+    TrainedExport
+    """
+    import pathlib
+
+    check_export(model, k=k, method=method, dtype=export_dtype)
+    check_choice("split", split, ("test", "train"))
+    check_choice("pick", pick, ("first", "random"))
+    inputs = check_int("inputs", inputs, minimum=1)
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} exists and is not a folder")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_and_export(model, dataset, out, inputs=inputs, split=split, pick=pick, k=k, method=method,
+                                 export_dtype=export_dtype, dataset_name=dataset_name, seed=seed, resume=resume,
+                                 protocol=protocol, **train_options)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _train_and_export(model, dataset, out, *, inputs, split, pick, k, method, export_dtype, dataset_name, seed,
+                      resume, protocol, **train_options) -> TrainedExport:
+    result = train(model, dataset, protocol=protocol, seed=seed, checkpoint=out / "checkpoint.pt", resume=resume,
+                   **train_options)
+    x = dataset.x_test if split == "test" else dataset.x_train
+    y = dataset.y_test if split == "test" else dataset.y_train
+    n = min(inputs, len(y))
+    if pick == "random":
+        idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+    else:
+        idx = np.arange(n)
+    x, y = np.array(x)[idx], np.array(y)[idx]  # writable copies: torch refuses read-only arrays
+    missing = tuple(sorted(set(range(dataset.classes)) - {int(c) for c in y}))
+    if missing:
+        warnings.warn(f"the {n} exported {split} inputs hold no example of class(es) {list(missing)}; RA and NC "
+                      "measures then miss those classes (try pick='random': ramodel train --pick random)", UserWarning, stacklevel=3)
+    if getattr(model, "expects_images", False):
+        x = x.reshape(n, *((1,) if len(dataset.image_shape) == 2 else ()), *dataset.image_shape)
+    settings = dict(result.settings)
+    meta = {
+        "dataset": dataset_name if dataset_name is not None else getattr(dataset, "name", None),
+        "split": split,
+        "class_ids": list(dataset.class_ids),
+        "train_accuracy": result.final_train_accuracy,
+        "test_accuracy": result.final_test_accuracy,
+        "seed": seed,
+        "loss": settings["loss"],
+        "model": model.config,
+        "training": {"epochs": result.epochs, "steps": result.steps, "protocol": protocol,
+                     "batch_size": settings["batch_size"], "lr": settings["lr"],
+                     "weight_decay": settings["weight_decay"], "schedule": settings["schedule"],
+                     "warmup": settings["warmup"], "grad_clip": settings["grad_clip"],
+                     "decoupled_decay": settings["decoupled_decay"], "decay_on": settings["decay_on"],
+                     "init_cosine": result.init_cosine},
+    }
+    path = out / "jacobians.npz"
+    if _export_protocol(model) == "steps":
+        js = model.jacobian_set(x, y, classes=dataset.classes, meta=meta, dtype=export_dtype)
+        js.save(path)
+    else:
+        from . import torch as ra_torch
+
+        js = ra_torch.export_jacobians(model, x, y, path, k=k, classes=dataset.classes, meta=meta,
+                                       dtype=export_dtype, method=method, seed=seed)
+    return TrainedExport(model=model, dataset=dataset, result=result, jacobian_set=js, split=split, indices=idx,
+                         missing_classes=missing,
+                         files=types.MappingProxyType({"jacobians.npz": path, "checkpoint.pt": out / "checkpoint.pt"}))
