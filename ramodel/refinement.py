@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ._blocks import eval_mode, resolve_blocks
+from ._blocks import BlockRecorder, eval_mode, resolve_blocks
 from ._validation import check_choice, check_int
 from .backend import get_namespace, to_numpy
 
@@ -546,32 +546,14 @@ def collect(model, x, y, *, blocks=None, loss: str = "cross_entropy", batch_size
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise TypeError(f"y must hold integer labels, got dtype {y.dtype}")
 
-    calls: list = []
-    pending: dict = {}
-    replace: dict = {"at": None}
-
-    def branch_hook(module, args, out):
-        pending[id(module)] = out
-
-    def block_hook(module, args, out):
-        index = len(calls)
-        h = args[0]
-        calls.append((h, pending.pop(id(module.branch)), out))
-        if replace["at"] == index:
-            return module.skip(h)
-        return None
-
-    handles = []
-    try:
-        for b in blocks:
-            handles.append(b.branch.register_forward_hook(branch_hook))
-            handles.append(b.register_forward_hook(block_hook))
+    # Every call of a block: (h, F, out) in the autograd graph; replace_at lesions one call.
+    with BlockRecorder(blocks, strict=False, branch=True) as rec:
         parts = {k: [] for k in ("h_in", "h_out", "F", "grad")}
         logits_all, lesion_all, shape = [], [], None
         with _eval_mode(model):
             for start in range(0, x.shape[0], batch_size):
                 xb, yb = x[start : start + batch_size].clone().requires_grad_(True), y[start : start + batch_size]
-                calls.clear()
+                rec.reset()
                 with torch.enable_grad():
                     logits = model(xb)
                     if logits.ndim != 2 or logits.shape[0] != xb.shape[0]:
@@ -583,12 +565,12 @@ def collect(model, x, y, *, blocks=None, loss: str = "cross_entropy", batch_size
                     else:
                         target = functional.one_hot(yb, logits.shape[1]).to(logits.dtype)
                         value = (logits - target).square().sum()
-                    outs = [c[2] for c in calls]
+                    outs = [c[2] for c in rec.calls]
                     if not outs:
                         raise ValueError("no block was called in the forward pass: are blocks= the model's residual modules?")
                     grads = torch.autograd.grad(value, outs, allow_unused=True)
-                L = len(calls)
-                for l, ((h, F, out), g) in enumerate(zip(calls, grads)):
+                L = len(rec.calls)
+                for l, ((h, F, out), g) in enumerate(zip(rec.calls, grads)):
                     s = tuple(h.shape[1:])
                     shape = s if shape is None else shape
                     if s != shape or tuple(out.shape[1:]) != shape or tuple(F.shape[1:]) != shape:
@@ -604,16 +586,11 @@ def collect(model, x, y, *, blocks=None, loss: str = "cross_entropy", batch_size
                     per = []
                     with torch.no_grad():
                         for l in range(L):
-                            calls.clear()
-                            replace["at"] = l
+                            rec.reset()
+                            rec.replace_at = l
                             per.append(model(xb.detach()).to("cpu", torch.float64).numpy())
-                    replace["at"] = None
+                    rec.replace_at = None
                     lesion_all.append(np.stack(per))
-    finally:
-        for handle in handles:
-            handle.remove()
-        calls.clear()
-        pending.clear()
 
     def assemble(key):
         L = max(l for l, _ in parts[key]) + 1

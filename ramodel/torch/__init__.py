@@ -97,11 +97,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
-from .._blocks import eval_mode, resolve_blocks
+from .._blocks import BlockRecorder, eval_mode, resolve_blocks
 from .._validation import as_generator, check_choice, check_int
 from ..jacobian_set import JacobianSet
 from ..spectra import TopSingular
-from ._recorder import _Recorder
 from ._skips import (
     _as_skip,
     _discover_skip,
@@ -638,7 +637,7 @@ def _compute_jacobians(
         block_inputs: list[list[torch.Tensor | None]] = [[] for _ in range(L)]
         contiguous = [True] * L
         correct, scored = 0, 0
-        with _Recorder(blocks, names) as rec, torch.no_grad():
+        with BlockRecorder(blocks, names) as rec, torch.no_grad():
             for start in range(0, N, batch_size):
                 xb = x[start : start + batch_size].to(device)
                 rec.reset()
