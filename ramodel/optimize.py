@@ -722,6 +722,8 @@ def minimize(
             message = f"gradient norm below tol {tol:.0e}"
         phases.append(Phase("trust-region Newton-CG", n, products, start, gnorm, message, depth))
         steps += n
+    elif method == "trust-region":
+        phases.append(Phase("trust-region Newton-CG", 0, 0, 0, gnorm, f"gradient norm below tol {tol:.0e} at the start", depth))
     return OptimizeResult(
         x=x,
         value=f,

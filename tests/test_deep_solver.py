@@ -232,3 +232,11 @@ def test_memory_estimate_grows_with_depth_and_width_squared():
     base = estimate_memory(depth=10, width=16, classes=3, n_inputs=24)
     assert estimate_memory(depth=20, width=16, classes=3, n_inputs=24) > 1.9 * base
     assert estimate_memory(depth=10, width=10**6, classes=3, n_inputs=24) > 1e13
+
+
+def test_a_start_already_below_tol_is_a_recorded_phase():
+    A = np.diag([1.0, 2.0])
+    res = minimize(lambda x: (0.5 * x @ A @ x, A @ x), lambda x, v: A @ v, np.zeros(2), tol=1e-8, max_steps=10,
+                   method="trust-region", depth=4)
+    assert res.converged and res.steps == 0
+    assert len(res.phases) == 1 and "at the start" in res.message and "at L=4" in res.message
