@@ -51,6 +51,7 @@ __all__ = [
     "GRID_AXES",
     "SerialExecutor",
     "SweepResult",
+    "check_resume",
     "check_runs",
     "grid_configs",
     "import_modules",
@@ -781,6 +782,16 @@ def check_runs(configs: Iterable[Mapping[str, Any]]) -> None:
             raise type(exc)(f"run {_describe(cfg)} is invalid: {exc}") from None
 
 
+def check_resume(out: str | os.PathLike) -> None:
+    """Raise ``ValueError`` when ``out`` exists and is not a sweep table :func:`sweep` can resume.
+
+    The check :func:`sweep` makes with ``resume=True``, available before a grid is set up.
+    """
+    path = pathlib.Path(out)
+    if path.exists():
+        _read_csv_rows(path)
+
+
 def import_modules(names: Iterable[str]) -> None:
     """Import each named module (one that registers a skip family, say); a worker initialiser."""
     for name in names:
@@ -790,6 +801,9 @@ def import_modules(names: Iterable[str]) -> None:
 def make_executor(*, workers: int | None = None, dask: str | None = None, imports: Sequence[str] = (),
                   runs: int | None = None):
     """An executor for :func:`sweep` and the function that releases it: ``(executor, close)``.
+
+    ``close()`` waits for running work to finish; ``close(now=True)`` (after an interrupt)
+    ends a local pool's workers at once.
 
     Parameters
     ----------
@@ -820,16 +834,23 @@ def make_executor(*, workers: int | None = None, dask: str | None = None, import
         client = Client(dask)
         if imports:
             client.run(import_modules, list(imports))
-        return client.get_executor(), client.close
+        return client.get_executor(), lambda *, now=False: client.close()
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     n = workers if workers is not None else (os.cpu_count() or 1)
     if runs is not None:
         n = min(n, max(runs, 1))
     if n == 1:
-        return SerialExecutor(), lambda: None
+        return SerialExecutor(), lambda *, now=False: None
     pool = cf.ProcessPoolExecutor(max_workers=n, initializer=import_modules, initargs=(list(imports),))
-    return pool, lambda: pool.shutdown(cancel_futures=True)
+
+    def close(*, now: bool = False) -> None:
+        if now:  # interrupted: cancel what has not started and end the running workers
+            _stop_pool(pool)
+        else:
+            pool.shutdown(cancel_futures=True)
+
+    return pool, close
 
 
 # ---------------------------------------------------------------------------- sweep

@@ -230,5 +230,14 @@ def test_load_grid_check_runs_and_make_executor(tmp_path):
     executor, close = sweeps.make_executor(workers=4, runs=1)
     assert isinstance(executor, sweeps.SerialExecutor)
     close()
+    close(now=True)
+    executor, close = sweeps.make_executor(workers=2)
+    assert executor.submit(sum, [1, 2]).result() == 3
+    close()
+    bad = tmp_path / "table.csv"
+    bad.write_text("not,a,sweep\n1,2,3\n")
+    with pytest.raises(ValueError, match="resume"):
+        sweeps.check_resume(bad)
+    sweeps.check_resume(tmp_path / "absent.csv")  # nothing to resume: fine
     with pytest.raises(ValueError, match="workers"):
         sweeps.make_executor(workers=0)

@@ -57,7 +57,7 @@ def _load_skip(value: str):
             raise CLIError(f"--skip {value!r}: no such file")
         try:
             return np.load(path, allow_pickle=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever makes the file unreadable is bad input
             raise CLIError(f"--skip {value!r}: not a readable .npy file ({exc})") from None
     return value
 

@@ -129,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise CLIError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     keys = [run_key(c) for c in configs]
-    if out.exists() and not args.no_resume:
+    if not args.no_resume:
         try:
-            sweeps._read_csv_rows(out)
+            sweeps.check_resume(out)
         except ValueError as exc:
             raise CLIError(str(exc).replace("out=", "--out ").replace("pass resume=False", "use --no-resume")) from None
     try:
@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
                               progress=args.progress, out=out, resume=not args.no_resume,
                               allow_unconverged=args.allow_unconverged, **options)
     except KeyboardInterrupt:
-        if close is not None and hasattr(executor, "_processes"):
-            sweeps._stop_pool(executor)
+        if close is not None:
+            close(now=True)
             close = None
         print(f"ramodel sweep: interrupted; every finished run is in {out}: run the same command again to resume",
               file=sys.stderr)
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         lines = [str(shown), ""]
         for g, f in fits:
             group = ", ".join(f"{k}={v}" for k, v in g.items())
-            lines.append(f"RA4 depth slope {f.slope:.3f}, {int(round(f.confidence * 100))}% CI "
+            lines.append(f"RA4 depth slope {f.slope:.3f}, {round(f.confidence * 100)}% CI "
                          f"[{f.ci_low:.3f}, {f.ci_high:.3f}], r2 {f.r2:.4f}, n={f.n} ({group})")
         lines.append(f"{len(configs)} runs: {result.kept} kept from {out}, {len(configs) - result.kept} computed, "
                      f"{len(failed)} failed"
