@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import pathlib
 import sys
 
@@ -51,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     if root is None:
         raise CLIError("proofs/ is not installed with ramodel: run 'ramodel prove' from a source checkout "
                        "(the folder holding proofs/ and ramodel/)")
+    if importlib.util.find_spec("sympy") is None:
+        raise CLIError("the proofs need SymPy, which is not installed: "
+                       "python -m pip install 'ramodel[proofs]' (or pip install sympy)")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     proofs = importlib.import_module("proofs")
