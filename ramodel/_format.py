@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["freeze", "frozen_copy", "html_table", "json_array", "json_float", "number", "text_table",
+__all__ = ["freeze", "frozen_copy", "html_table", "json_array", "json_float", "jsonable", "number", "text_table",
            "verdict_word"]
 
 
@@ -52,6 +52,37 @@ def json_array(a: Any) -> Any:
     if a.ndim == 0:
         return json_float(a)
     return [json_array(x) for x in a]
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values, recursively: NaN -> None, +-inf -> ``"inf"``/``"-inf"``, arrays -> lists,
+    paths -> strings, anything else unknown -> ``str(obj)``.
+
+    Examples
+    --------
+    >>> jsonable({"a": np.array([1.0, np.nan]), "b": (np.int64(2), True), "c": float("inf")})
+    {'a': [1.0, None], 'b': [2, True], 'c': 'inf'}
+    """
+    import pathlib
+    from collections.abc import Mapping
+
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return json_float(obj)
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, pathlib.PurePath):
+        return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    return str(obj)
 
 
 def frozen_copy(a: Any) -> np.ndarray:

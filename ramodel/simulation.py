@@ -133,6 +133,87 @@ class Simulation:
 
         return analyze(self, **kwargs)
 
+    def to_dict(self, *, top: int | None = None) -> dict:
+        """The run as plain JSON values: configuration, convergence, solver message, phases,
+        final Φ, the top singular values of every ``J_l`` and the theorem checks.
+
+        Parameters
+        ----------
+        top : int, optional
+            How many singular values per layer; default ``min(d, C + 2)``.
+
+        Returns
+        -------
+        dict
+            JSON-safe (NaN as None, infinities as strings), what ``ramodel simulate --json``
+            prints under ``"simulation"``.
+
+        Examples
+        --------
+        >>> import ramodel
+        >>> d = ramodel.simulate(depth=2, classes=2, width=3, samples_per_class=2, seed=0).to_dict()
+        >>> d["converged"], len(d["singular_values"]), len(d["singular_values"][0])
+        (True, 2, 3)
+        """
+        import dataclasses
+
+        from ._format import jsonable
+        from .summary import theorem_checks
+
+        top = min(self.width, self.classes + 2) if top is None else int(top)
+        S = np.linalg.svd(np.asarray(to_numpy(self.jacobians), dtype=np.float64), compute_uv=False)[:, :top]
+        return jsonable({
+            "config": self.config,
+            "converged": self.converged,
+            "grad_norm": self.grad_norm,
+            "steps": self.steps,
+            "message": self.message,
+            "phases": [dataclasses.asdict(ph) for ph in self.phases],
+            "trivial": self.is_trivial,
+            "loss": float(self.loss_history[-1]) if len(self.loss_history) else None,
+            "singular_values": S,
+            "theorems": [c.to_dict() for c in theorem_checks(self)],
+        })
+
+    def to_jacobian_set(self, *, meta: dict | None = None):
+        """The simulation as a FORMAT.md :class:`~ramodel.jacobian_set.JacobianSet`.
+
+        FORMAT.md stores per-input Jacobians ``(L, N, d, d)``; a UJM's are the same for every
+        input, so each ``J_l`` is repeated ``N`` times. ``meta`` (merged last) records the loss,
+        weight decays, branch factors and configuration (``ramodel theory`` reads the weight
+        decays).
+        """
+        from ._format import jsonable
+        from .jacobian_set import JacobianSet
+
+        J = np.asarray(to_numpy(self.jacobians))
+        N = int(self.labels.shape[0])
+        info = {
+            "source": "ramodel.simulate",
+            "loss": self.config.get("loss"),
+            "weight_decay": list(self.weight_decay),
+            "branch_factors": self.config.get("branch_factors"),
+            "converged": self.converged,
+            "grad_norm": self.grad_norm,
+            "config": jsonable(self.config),
+            **dict(meta or {}),
+        }
+        return JacobianSet(
+            labels=np.asarray(to_numpy(self.labels)),
+            classes=self.classes,
+            meta=info,
+            jacobians=np.ascontiguousarray(np.broadcast_to(J[:, None], (J.shape[0], N, *J.shape[1:]))),
+            representations=np.asarray(to_numpy(self.representations)),
+            skips=np.asarray(to_numpy(self.skips)),
+            classifier=np.asarray(to_numpy(self.classifier)),
+        )
+
+    def save(self, path, *, meta: dict | None = None):
+        """Write :meth:`to_jacobian_set` to ``path`` (FORMAT.md ``.npz``, written atomically) and
+        return the path; ``ramodel analyze`` / ``ramodel theory`` and :func:`ramodel.depth_scaling`
+        read it back."""
+        return self.to_jacobian_set(meta=meta).save(path)
+
     def summary(self, *, top: int | None = None) -> str:
         """A plain-text summary: convergence, top singular values, rank, theorem checks."""
         from .summary import simulation_summary
@@ -157,7 +238,11 @@ class Simulation:
         )
         rows = []
         for chk in theorem_checks(self):
-            verdict = "n/a" if chk.holds is None else ("holds" if chk.holds else "<b>fails</b>")
+            if chk.holds is None:
+                why = html.escape(str(chk.measured.get("reason", "")))
+                verdict = ("undetermined" if chk.applies else "n/a") + (f" ({why})" if why else "")
+            else:
+                verdict = "holds" if chk.holds else "<b>fails</b>"
             nums = ", ".join(
                 f"{html.escape(k)} = {v:.2e}" if isinstance(v, float) else f"{html.escape(k)}: {html.escape(str(v))}"
                 for k, v in chk.measured.items()
@@ -382,7 +467,7 @@ def simulate(
     max_steps = check_int("max_steps", max_steps, minimum=1)
     xp = get_namespace(backend=backend)
     dtype_name = resolve_dtype(dtype, np).__name__
-    xdtype = resolve_dtype(dtype_name, xp)
+    resolve_dtype(dtype_name, xp)  # refuse a dtype the namespace lacks before any work
     if tol is None:
         tol = DEFAULT_TOL[dtype_name]
     tol = check_positive_float("tol", tol)

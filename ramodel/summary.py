@@ -39,7 +39,7 @@ def simulation_summary(sim, *, top: int | None = None) -> str:
     ranks = np.sum(s >= RANK_TAU * s[:, :1], axis=1)
     lines = [
         f"UJM simulation: depth L={L}, classes C={C}, width d={sim.width}, N={sim.inputs.shape[1]} inputs, "
-        f"loss={c['loss']}, k={c['branch_factors']}, skip={c['skip']}, "
+        f"loss={c['loss']}, branch_factors={c['branch_factors']}, skip={c['skip']}, "
         f"weight decay (lambda_J, lambda_W)={tuple(c['weight_decay'])}, {c['backend']}/{c['dtype']}, seed={c['seed']}",
         f"solver: {'converged' if sim.converged else 'NOT converged'} after {sim.steps} steps, "
         f"|grad Phi| = {sim.grad_norm:.2e} (tol {c['tol']:.0e}), Phi = {sim.loss_history[-1]:.10g} ({sim.message})",

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .._format import jsonable
 
 
 class CLIError(Exception):
@@ -126,32 +127,7 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ============================================================================ output
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: NaN -> None, +-inf -> "inf"/"-inf", arrays -> lists."""
-    import numpy as np
-
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, pathlib.PurePath):
-        return str(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
+_jsonable = jsonable  # one JSON-safe converter, in ramodel._format
 
 
 def _json_text(payload: Mapping) -> str:

@@ -16,7 +16,6 @@ from ._common import (
     _add_model_options,
     _atomic_write,
     _json_text,
-    _jsonable,
     _model_kwargs,
     _out_dir,
     _print,
@@ -62,64 +61,13 @@ def _load_skip(value: str):
     return value
 
 
-def _singular_values(sim, top: int):
-    import numpy as np
-
-    from ..backend import to_numpy
-
-    S = np.linalg.svd(np.asarray(to_numpy(sim.jacobians), dtype=float), compute_uv=False)
-    return S[:, :top]
-
-
 def _simulation_dict(sim) -> dict:
-    from ..summary import theorem_checks
-
-    return {
-        "config": sim.config,
-        "converged": sim.converged,
-        "grad_norm": sim.grad_norm,
-        "steps": sim.steps,
-        "message": sim.message,
-        "trivial": sim.is_trivial,
-        "loss": float(sim.loss_history[-1]) if len(sim.loss_history) else None,
-        "singular_values": _singular_values(sim, min(sim.width, sim.classes + 2)),
-        "theorems": [c.to_dict() for c in theorem_checks(sim)],
-    }
+    return sim.to_dict()
 
 
 def simulation_jacobian_set(sim, *, meta: Mapping | None = None):
-    """A :class:`~ramodel.jacobian_set.JacobianSet` of a simulation, Jacobians broadcast over inputs.
-
-    FORMAT.md stores per-input Jacobians ``(L, N, d, d)``; a UJM's are the same for every
-    input, so each ``J_l`` is repeated ``N`` times. ``meta`` records the loss, weight
-    decays, branch factors and configuration (``ramodel theory`` reads the weight decays).
-    """
-    import numpy as np
-
-    from ..backend import to_numpy
-    from ..jacobian_set import JacobianSet
-
-    J = np.asarray(to_numpy(sim.jacobians))
-    N = int(sim.labels.shape[0])
-    info = {
-        "source": "ramodel.simulate",
-        "loss": sim.config.get("loss"),
-        "weight_decay": list(sim.weight_decay),
-        "branch_factors": sim.config.get("branch_factors"),
-        "converged": sim.converged,
-        "grad_norm": sim.grad_norm,
-        "config": _jsonable(sim.config),
-        **dict(meta or {}),
-    }
-    return JacobianSet(
-        labels=np.asarray(to_numpy(sim.labels)),
-        classes=sim.classes,
-        meta=info,
-        jacobians=np.ascontiguousarray(np.broadcast_to(J[:, None], (J.shape[0], N, *J.shape[1:]))),
-        representations=np.asarray(to_numpy(sim.representations)),
-        skips=np.asarray(to_numpy(sim.skips)),
-        classifier=np.asarray(to_numpy(sim.classifier)),
-    )
+    """:meth:`ramodel.simulation.Simulation.to_jacobian_set` (the old CLI name, kept)."""
+    return sim.to_jacobian_set(meta=None if meta is None else dict(meta))
 
 
 def run(args: argparse.Namespace) -> int:
