@@ -16,6 +16,7 @@ The surface is small: :func:`get_namespace`, :func:`resolve_dtype`,
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "quiet_overflow",
     "DTYPES",
     "get_namespace",
     "resolve_dtype",
@@ -67,6 +69,24 @@ def _namespace_of(x: Any) -> types.ModuleType:
             f"expected an array (NumPy, CuPy or array-API compatible), got {type(x).__name__}"
         )
     return get_ns()
+
+
+def quiet_overflow(fn):
+    """Run ``fn`` with NumPy's overflow/invalid/divide warnings off.
+
+    Used on the model's Φ, gradient and HVP and on the solvers: a non-finite value at a
+    trial point is an answer the solver acts on (it backtracks, or raises
+    :class:`~ramodel.optimize.DivergenceError` naming the step); as a ``RuntimeWarning`` it
+    only reached the user's stderr as noise ("overflow encountered in multiply"). Other
+    namespaces (CuPy) do not warn.
+    """
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return fn(*args, **kwargs)
+
+    return quiet
 
 
 def get_namespace(*arrays: Any, backend: str | types.ModuleType | None = None) -> types.ModuleType:

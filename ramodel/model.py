@@ -20,14 +20,12 @@ Design constraints:
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from ._validation import check_choice, check_int, check_positive_float
-from .backend import get_namespace
+from .backend import get_namespace, quiet_overflow
 
 __all__ = [
     "LOSSES",
@@ -93,21 +91,7 @@ class Problem:
         return self.X.shape[1]
 
 
-def _overflow_is_a_result(fn):
-    """Run ``fn`` with NumPy's overflow/invalid/divide warnings off.
-
-    A non-finite Φ, gradient or HVP at a trial point is an answer the solver acts on
-    (it backtracks, or raises :class:`~ramodel.optimize.DivergenceError` naming the step);
-    as a ``RuntimeWarning`` it only reached the user's stderr as noise ("overflow
-    encountered in matmul"). Other namespaces (CuPy) do not warn.
-    """
-
-    @functools.wraps(fn)
-    def quiet(*args, **kwargs):
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return fn(*args, **kwargs)
-
-    return quiet
+_overflow_is_a_result = quiet_overflow  # see ramodel.backend.quiet_overflow
 
 
 def make_problem(X, Y, skips, *, loss="mse", weight_decay=(1e-2, 1e-2), branch_factors=1) -> Problem:

@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .backend import get_namespace
+from .backend import get_namespace, quiet_overflow
 
 __all__ = [
     "DivergenceError",
@@ -206,6 +206,7 @@ def _wolfe_search(phi, f0, d0, alpha0, *, c1=1e-4, c2=0.9, max_evals=30):
     return best
 
 
+@quiet_overflow
 def lbfgs(
     fun: Callable,
     x0,
@@ -369,6 +370,7 @@ def minres(matvec: Callable, b, *, rtol: float, maxiter: int):
     return x, maxiter
 
 
+@quiet_overflow
 def newton_polish(
     fun: Callable,
     hessp: Callable,
@@ -507,6 +509,7 @@ def steihaug_cg(matvec: Callable, g, radius: float, *, rtol: float, maxiter: int
     return z, max(-m, 0.0), maxiter, "maxiter"
 
 
+@quiet_overflow
 def trust_region_newton(
     fun: Callable,
     hessp: Callable,
@@ -621,6 +624,7 @@ def trust_region_newton(
 METHODS = ("lbfgs-newton", "trust-region")
 
 
+@quiet_overflow
 def minimize(
     fun: Callable,
     hessp: Callable | None,

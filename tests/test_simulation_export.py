@@ -56,3 +56,14 @@ def test_notebook_view_gives_undetermined_with_its_reason():
     html = s._repr_html_()
     assert "undetermined (trivial critical point" in html
     assert "branch_factors=3" in html and "n/a</td>" not in html
+
+
+def test_overflowing_problem_warns_nothing_and_raises_the_solver_error():
+    import warnings
+
+    from ramodel.optimize import DivergenceError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a leaked numpy warning fails the test
+        with pytest.raises(DivergenceError, match="NaN/Inf"):
+            ramodel.simulate(depth=3, classes=2, width=4, mean_scale=1e150)
