@@ -33,8 +33,9 @@ Cases (the Jacobian's spectrum decides how fast a range finder converges):
 
 Peak memory is the growth of ``ru_maxrss`` over the process's RSS after imports,
 model construction and a warm-up call on a tiny block of the same kind (which loads
-torch's vmap / forward-AD machinery once; its time and RSS are reported apart). Timings are wall-clock seconds; the machine's cores are shared,
-so each path is repeated in fresh processes and min / median / max are reported.
+torch's vmap / forward-AD machinery once; its time and RSS are reported apart). Timings are
+wall-clock seconds; the machine's cores are shared, so each path is repeated in fresh processes
+and min / median / max are reported.
 
 Usage::
 
@@ -276,7 +277,8 @@ def main() -> None:
         f"numpy {np.__version__}, ramodel {ramodel.__version__}.",
         f"Reference sigma_1..sigma_{K} of input 0: " + ", ".join(f"{s:.4g}" for s in ex["S_top"]),
         "",
-        "| path | time s (min / median / max) | peak RSS growth MiB | max rel. err sigma_1..k | max |P_U - P_U*| | max |P_V - P_V*| |",
+        "| path | time s (min / median / max) | peak RSS growth MiB | max rel. err sigma_1..k "
+        "| max |P_U - P_U*| | max |P_V - P_V*| |",
         "|---|---|---|---|---|---|",
         f"| dense: jacrev + exact SVD | {ex['total_s'][0]:.2f} (jacrev {ex['materialise_s']:.2f}, SVD "
         f"{ex['svd_s']:.2f}) | {ex['peak_mib']:.0f} | reference | reference | reference |",

@@ -32,8 +32,8 @@ def measure(*, depth=8, width=16, steps=3000, seed=0):
     """Train and measure; returns a dict of per-input arrays."""
     import torch
 
-    from ramodel import datasets, nets, training
     from proofs import t8_binary_ra1 as t8
+    from ramodel import datasets, nets, training
 
     torch.manual_seed(seed)
     data = datasets.digits(classes=(0, 1), seed=seed)

@@ -59,7 +59,7 @@ def _symbolic(log: ProofLog) -> None:
     )
     # cross-entropy: 1^T G = 0 for symbolic C ...
     c, k = sp.symbols("c k", integer=True)
-    E, y = sp.IndexedBase("E"), sp.IndexedBase("y")
+    E = sp.IndexedBase("E")
     S = sp.Sum(E[k], (k, 1, C))
     total = sp.factor_terms(sp.Sum(E[c] / S, (c, 1, C)))
     # Renaming the bound index c -> k (alpha-equivalence) makes numerator and denominator

@@ -137,7 +137,8 @@ def _link_to_gradient(log: ProofLog) -> None:
     dphi_dw = C_sym * list(tw.values())[0].subs({be: p_ * x, ga: (w * p_ * x - 1) / C_sym}) + b * w
     require_scalar_zero(dphi_dw - sp.diff(phi, w), "d phi/dw = <grad_W Phi, Q^T>")
     log.claim("k = 1: along the ansatz J_l = s Q Q^T, W = w Q^T (orthogonal means, one point per class), "
-              "d phi/ds = sum_l <grad_{J_l} Phi, Q Q^T> and d phi/dw = <grad_W Phi, Q^T> with the §2 gradient: the reduced problem's stationarity is the "
+              "d phi/ds = sum_l <grad_{J_l} Phi, Q Q^T> and d phi/dw = <grad_W Phi, Q^T> with the §2 gradient: "
+              "the reduced problem's stationarity is the "
               "full model's, restricted to the ansatz (any C, L)", "all sizes",
               "proofs.gradient.data_grad_at in the free algebra + cancel; Q^T Q = I_C substituted")
 

@@ -9,15 +9,15 @@ PyTorch pieces (:mod:`ramodel.nets`, :mod:`ramodel.training`, :mod:`ramodel.torc
 imported only on request, so the package works without torch.
 """
 
+from .fit import fit_ujm
 from .jacobian_set import JacobianSet
 from .optimize import DivergenceError
 from .report import RAReport, Thresholds, analyze
-from .fit import fit_ujm
+from .scaling import DepthScaling, depth_scaling
 from .simulation import Simulation, simulate
+from .sweeps import SweepResult, sweep
 from .theory import TheoryReport
 from .theory import check as check_theory
-from .sweeps import SweepResult, sweep
-from .scaling import DepthScaling, depth_scaling
 
 __all__ = [
     "simulate",

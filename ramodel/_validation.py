@@ -110,10 +110,10 @@ def check_real_array(name: str, x: Any, *, allow_empty: bool = False) -> np.ndar
     --------
     >>> check_real_array("inputs", [[1, 2], [3, 4]]).dtype.kind
     'i'
-    >>> check_real_array("inputs", [1j])
+    >>> check_real_array("inputs", [1j])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    TypeError: inputs must be an array of real numbers, got complex dtype complex128; pass x.real (or abs(x)) explicitly if that is meant
+    TypeError: inputs must be an array of real numbers, got complex dtype complex128; pass x.real ...
     """
     expected = "an array of real numbers"
     a = _host_array(name, x, expected)

@@ -262,5 +262,7 @@ def asymptotic_L_sigma1(depths, *, branch_factors: int = 1, x: float = 1.0, y: f
     t = 0.5 * np.log(q / x**2)
     if not t > 0:
         return np.zeros_like(L)
-    g_inf = lambda s: 0.5 * y**2 * b / (x**2 * np.exp(2 * s) + b) + a * s
+    def g_inf(s):
+        return 0.5 * y**2 * b / (x**2 * np.exp(2 * s) + b) + a * s
+
     return np.full_like(L, t if g_inf(t) < g_inf(0.0) else 0.0)

@@ -155,7 +155,8 @@ def fit_ujm(
     if sim.is_trivial:
         warnings.warn(
             "fit_ujm: the fitted model sits at the trivial critical point J = 0 (every residual "
-            f"Jacobian vanishes). With branch_factors={branch_factors} and weight_decay={tuple(weight_decay) if not isinstance(weight_decay, (int, float)) else weight_decay} "
+            f"Jacobian vanishes). With branch_factors={branch_factors} and weight_decay="
+            f"{tuple(weight_decay) if not isinstance(weight_decay, (int, float)) else weight_decay} "
             "the penalty outweighs the features' signal; try a smaller lambda_J or init_scale=1.0",
             RuntimeWarning,
             stacklevel=2,

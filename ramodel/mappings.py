@@ -1047,7 +1047,8 @@ def _scaled_family(base: Family, norm: str) -> Family:
             return lmap  # already normalised exactly: scaling by a rounded 1 would only add error
         size = float(np.linalg.norm(M, 2)) if norm == "spectral" else float(np.linalg.norm(M)) / math.sqrt(width)
         if size == 0.0:
-            raise ValueError(f"family {name!r}: the drawn {base.name!r} matrix is zero (width={width}), it cannot be scaled to {target}")
+            raise ValueError(f"family {name!r}: the drawn {base.name!r} matrix is zero (width={width}), "
+                             f"it cannot be scaled to {target}")
         return ScaledMap(lmap, 1.0 / size)
 
     def declared(M, **params):
@@ -1233,7 +1234,8 @@ def _permutation(width, rng, *, signed):
 @register(
     "block_orthogonal",
     attributes=lambda M, *, block: _ORTHOGONAL + (f"sparse({block})",),
-    params={"block": Param.integer(4, low=1, sample=(1, 16), doc="block size; the last block is smaller when it does not divide width")},
+    params={"block": Param.integer(
+        4, low=1, sample=(1, 16), doc="block size; the last block is smaller when it does not divide width")},
 )
 def _block_orthogonal(width, rng, *, block):
     """Block diagonal of independent Haar-orthogonal blocks (one block when ``block >= width``)."""

@@ -139,7 +139,8 @@ def singular_value_spectra(S, *, classes: int | None = None, top: int | None = N
     idx = np.arange(1, S.shape[1] + 1)
     colours = [(0.1 + 0.8 * l / max(1, S.shape[0] - 1), 0.3, 0.9 - 0.8 * l / max(1, S.shape[0] - 1)) for l in range(S.shape[0])]
     for l in range(S.shape[0]):
-        ax.semilogy(idx, np.maximum(S[l], floor), "o-", ms=3, color=colours[l], label=f"layer {l + 1}" if S.shape[0] <= 8 else None)
+        ax.semilogy(idx, np.maximum(S[l], floor), "o-", ms=3, color=colours[l],
+                    label=f"layer {l + 1}" if S.shape[0] <= 8 else None)
     if classes is not None:
         ax.axvline(classes + 0.5, color="k", ls=":", label=f"C = {classes}")
     ax.set_xlabel("index i")

@@ -93,7 +93,8 @@ def _pair(names: tuple[str, str], a, b):
     xp = get_namespace(a, b)
     a, b = _stack(names[0], a, xp), _stack(names[1], b, xp)
     if tuple(a.shape) != tuple(b.shape):
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape (L, N, d), got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape (L, N, d), "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
     return xp, a, b
 
 
@@ -484,7 +485,9 @@ def _check_blocks(model, blocks):
     return blocks
 
 
-def collect(model, x, y, *, blocks=None, loss: str = "cross_entropy", batch_size: int = 256, lesion: bool = True) -> RefinementData:
+def collect(
+    model, x, y, *, blocks=None, loss: str = "cross_entropy", batch_size: int = 256, lesion: bool = True
+) -> RefinementData:
     """Run a torch model on ``x`` and record the inputs of the refinement measures.
 
     Every call of a module in ``blocks`` is one block (a recurrent cell called at
@@ -598,7 +601,8 @@ def collect(model, x, y, *, blocks=None, loss: str = "cross_entropy", batch_size
         for l, a in parts[key]:
             rows[l].append(a)
         if len({len(r) for r in rows}) != 1:
-            raise ValueError("the number of block calls changed between batches; the model must run its blocks the same way for every input")
+            raise ValueError("the number of block calls changed between batches; "
+                             "the model must run its blocks the same way for every input")
         return np.stack([np.concatenate(r) for r in rows])
 
     return RefinementData(

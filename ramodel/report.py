@@ -67,11 +67,11 @@ from typing import Any
 import numpy as np
 
 from . import metrics as _m
-from ._validation import check_choice, check_int, check_positive_float
-from .backend import get_namespace, namespace_name, to_numpy
 from ._format import html_table, number, text_table, verdict_word
 from ._io import atomic_write_text
 from ._source import ACTIVE_FLOOR, as_source, get_field, is_bare_array, resolve_classes
+from ._validation import check_choice, check_int, check_positive_float
+from .backend import get_namespace, namespace_name, to_numpy
 from .metrics import DEFAULT_TAU, Metric
 from .metrics import registry as _registry
 

@@ -208,7 +208,8 @@ def _assert_case(fam: _mappings.Family, width: int, seed: int, params: dict, dty
     bound = (4 * width + 16) * np.finfo(np.float64).eps * (np.abs(h) @ np.abs(dense).T)
     if not np.all(np.abs(fast - ref) <= bound):
         worst = float(np.max(np.abs(fast - ref) - bound))
-        raise AssertionError(f"{label}: the structured form differs from the dense matrix (excess {worst:.3e} over the rounding bound)")
+        raise AssertionError(f"{label}: the structured form differs from the dense matrix "
+                             f"(excess {worst:.3e} over the rounding bound)")
 
 
 def assert_family_invariants(

@@ -1016,7 +1016,8 @@ def _train_and_export(model, dataset, out, *, inputs, split, pick, k, method, ex
     missing = tuple(sorted(set(range(dataset.classes)) - {int(c) for c in y}))
     if missing:
         warnings.warn(f"the {n} exported {split} inputs hold no example of class(es) {list(missing)}; RA and NC "
-                      "measures then miss those classes (try pick='random': ramodel train --pick random)", UserWarning, stacklevel=3)
+                      "measures then miss those classes (try pick='random': ramodel train --pick random)",
+                      UserWarning, stacklevel=3)
     if getattr(model, "expects_images", False):
         x = x.reshape(n, *((1,) if len(dataset.image_shape) == 2 else ()), *dataset.image_shape)
     settings = dict(result.settings)

@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     fig.suptitle(f"UJM with entangled skips (L={depth}, C={classes}, d={width}; mean over {len(seeds)} seeds)")
     fig.savefig(out / "entangled.png", dpi=110)
 
-    cols = ["family", "collinearity", "A_left", "a_lr", "numerical_rank", "sigma1_cv", "sigma_spread", "skip_asym_L", "skip_asym_inner", "RA1", "RA2", "RA3", "RA4"]
+    cols = ["family", "collinearity", "A_left", "a_lr", "numerical_rank", "sigma1_cv", "sigma_spread", "skip_asym_L",
+            "skip_asym_inner", "RA1", "RA2", "RA3", "RA4"]
     print(" | ".join(cols))
     for s in summary:
         print(" | ".join(f"{s[c]:.3g}" if isinstance(s[c], float) else str(s[c]) for c in cols))

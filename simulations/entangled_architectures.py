@@ -298,7 +298,8 @@ def summarise(rows, tasks, families) -> tuple[list[dict], str, str]:
                 f"{' '.join(f'{v:.2f}' for v in _values(rows, task, fam))} | "
                 f"{_ms(_values(rows, task, fam, 'lesion_accuracy_mean'))} | "
                 f"{_ms(_values(rows, task, fam, 'gradient_cosine_mean'))} | {entry['cosine_chance_std']:.3f} | "
-                f"{_ms(_values(rows, task, fam, 'norm_ratio_mean'))} | {_ms(_values(rows, task, fam, 'ra_A_left'))} | {entry['ra_chance_mean']:.3f} | "
+                f"{_ms(_values(rows, task, fam, 'norm_ratio_mean'))} | {_ms(_values(rows, task, fam, 'ra_A_left'))} | "
+                f"{entry['ra_chance_mean']:.3f} | "
                 f"{_ms(_values(rows, task, fam, 'ra_sigma1_cv'))} |"
             )
     return table, "\n".join(lines) + "\n", _claims(rows, tasks, families)

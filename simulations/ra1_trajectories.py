@@ -32,7 +32,8 @@ def main(argv=None) -> int:
     for C, L, k in cases:
         s = simulate(depth=L, classes=C, width=16, samples_per_class=8, branch_factors=k, seed=0)
         rep = s.report()
-        row = {"classes": C, "depth": L, "branch_factors": k, "converged": s.converged, "grad_norm": s.grad_norm, "RA1": rep.verdicts["RA1"]}
+        row = {"classes": C, "depth": L, "branch_factors": k, "converged": s.converged, "grad_norm": s.grad_norm,
+               "RA1": rep.verdicts["RA1"]}
         for name in ("collinearity", "equispacing", "step_ratio", "progress_r2"):
             m = rep.metrics[name]
             row[name] = m.value

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import _trained  # noqa: F401  (sets the thread variables before torch loads)
 
+# isort: split
+
 import json
 import time
 import warnings

@@ -33,9 +33,9 @@ loss becomes NaN/Inf is restarted once from the same initialisation at lr / 5 (c
 ``lr_used``; at lr 0.05 identity, orthogonal and permutation skips diverge at depth 32). Skip draws,
 weight initialisation and shuffling are all seeded by seed 0 (``init="auto"``: He init
 without skips, PyTorch's default otherwise). Then the dense Jacobians ``J_l = dF_l/dh`` of
-150 test inputs (``--n-eval``; a seeded random subset: mnist5k's test split is class-sorted) are exported (:func:`ramodel.torch.export_jacobians`)
-and analysed with the default thresholds of :func:`ramodel.analyze`. A run that diverges at
-both rates is kept in the table as ``diverged``.
+150 test inputs (``--n-eval``; a seeded random subset: mnist5k's test split is class-sorted) are
+exported (:func:`ramodel.torch.export_jacobians`) and analysed with the default thresholds of
+:func:`ramodel.analyze`. A run that diverges at both rates is kept in the table as ``diverged``.
 
 Writes into ``--out``: ``runs.csv`` (one row per network), ``table.md``, ``reports/*.json``
 (each RAReport), ``timing.json``, and the figures ``accuracy_by_family.png``,
@@ -50,6 +50,8 @@ depth 16 on digits; depth 4 with ``--quick``).
 from __future__ import annotations
 
 import _trained  # noqa: F401  (sets the thread variables before torch loads)
+
+# isort: split
 
 import json
 import time

@@ -105,7 +105,9 @@ SPEC_ATTRIBUTES = {  # MAPPINGS.md's table; families may declare more (derived i
     "identity": set(ALL_ATTRIBUTES),
     "none": {"sparse(0)"},
     "orthogonal": {"orthogonal", "unit_modulus_spectrum", "spectral_norm_one", "frobenius_sqrt_n", "determinant_pm1"},
-    "permutation": {"orthogonal", "unit_modulus_spectrum", "spectral_norm_one", "frobenius_sqrt_n", "sparse(1)", "determinant_pm1"},
+    "permutation": {
+        "orthogonal", "unit_modulus_spectrum", "spectral_norm_one", "frobenius_sqrt_n", "sparse(1)", "determinant_pm1"
+    },
     "block_orthogonal": {
         "orthogonal",
         "unit_modulus_spectrum",
@@ -134,7 +136,9 @@ def test_sparse_unipotent_declares_its_realised_count():
 
 def test_extra_declarations_are_true_beyond_hypothesis_range():
     # symmetric_psd for none, sparse(2 bw - 1) for banded, sparse(block) for block: larger widths.
-    for name, params in [("none", {}), ("correlation", {"kind": "banded", "bandwidth": 7}), ("correlation", {"kind": "block", "block": 9})]:
+    for name, params in [
+        ("none", {}), ("correlation", {"kind": "banded", "bandwidth": 7}), ("correlation", {"kind": "block", "block": 9})
+    ]:
         M = mp.get(name)(150, **params)
         assert mp.check(M, mp.attributes(name, M, **params)).passed
 
@@ -509,7 +513,8 @@ def test_apply_does_not_mutate_input():
         ("correlation", {"rho": -1.0}, ValueError, r"rho must be in \(-1, 1\)"),
         ("correlation", {"rho": 1.5}, ValueError, r"rho must be in \(-1, 1\)"),
         ("correlation", {"kind": "circulant"}, ValueError, r"kind must be one of \('toeplitz', 'banded', 'block'\)"),
-        ("correlation", {"kind": "block", "block": 4, "rho": -0.5}, ValueError, r"rho must be in \(-1/\(block-1\), 1\) = \(-0.333333, 1\)"),
+        ("correlation", {"kind": "block", "block": 4, "rho": -0.5}, ValueError,
+         r"rho must be in \(-1/\(block-1\), 1\) = \(-0.333333, 1\)"),
         ("correlation", {"kind": "block", "block": 4, "rho": -1 / 3}, ValueError, r"rho must be in"),
         ("permutation", {"signed": "yes"}, TypeError, r"signed must be a bool"),
         ("permutation", {"signed": 1}, TypeError, r"signed must be a bool"),
@@ -524,7 +529,12 @@ def test_invalid_parameters(family, params, error, pattern):
 @pytest.mark.parametrize("family", BUILTINS)
 @pytest.mark.parametrize(
     "width,error,pattern",
-    [(0, ValueError, "width must be >= 1"), (-3, ValueError, "width must be >= 1"), (2.5, TypeError, "width must be an integer"), (True, TypeError, "width must be an integer")],
+    [
+        (0, ValueError, "width must be >= 1"),
+        (-3, ValueError, "width must be >= 1"),
+        (2.5, TypeError, "width must be an integer"),
+        (True, TypeError, "width must be an integer"),
+    ],
 )
 def test_invalid_width(family, width, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -591,7 +601,8 @@ def test_register_validates_its_arguments():
 @pytest.mark.parametrize(
     "output,error,pattern",
     [
-        (lambda n: np.ones((n, n + 1)), ValueError, r"family 'broken' returned an array of shape \(3, 4\); a mapping must be square"),
+        (lambda n: np.ones((n, n + 1)), ValueError,
+         r"family 'broken' returned an array of shape \(3, 4\); a mapping must be square"),
         (lambda n: np.ones(n), ValueError, r"shape \(3,\)"),
         (lambda n: np.ones((n - 1, n - 1)), ValueError, r"\(width, width\) = \(3, 3\)"),
         (lambda n: np.full((n, n), np.nan), ValueError, "family 'broken' returned a matrix with NaN or Inf"),

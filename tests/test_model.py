@@ -143,7 +143,8 @@ def test_array_api_strict_matches_numpy():
         f0, g0 = model.value_and_grad(theta, p)
         assert f == pytest.approx(f0, rel=1e-14)
         np.testing.assert_allclose(np.asarray(g), g0, rtol=1e-13, atol=1e-15)
-        np.testing.assert_allclose(np.asarray(model.hvp(xps.asarray(theta), xps.asarray(v), ps)), model.hvp(theta, v, p), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(model.hvp(xps.asarray(theta), xps.asarray(v), ps)), model.hvp(theta, v, p),
+                                   rtol=1e-12, atol=1e-14)
 
 
 def test_inputs_are_not_mutated():

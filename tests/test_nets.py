@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
+from conftest import float64_default as _float64  # noqa: E402
 from ramodel import mappings  # noqa: E402
 from ramodel.nets import ConvResNet, EntangledSkip, ResidualBlock, ResidualMLP  # noqa: E402
-from conftest import float64_default as _float64  # noqa: E402
 
 
 def _reference_mlp(net: ResidualMLP, x: np.ndarray, skips: np.ndarray) -> np.ndarray:
@@ -105,7 +105,10 @@ def test_structured_skips_agree_with_dense(width, seed, signed, block):
 
 @pytest.mark.parametrize(
     ("family", "params"),
-    [("orthogonal", {}), ("permutation", {"signed": True}), ("block_orthogonal", {"block": 3}), ("correlation", {"kind": "banded"})],
+    [
+        ("orthogonal", {}), ("permutation", {"signed": True}), ("block_orthogonal", {"block": 3}),
+        ("correlation", {"kind": "banded"}),
+    ],
 )
 def test_skip_on_channels_of_feature_maps(family, params):
     with _float64():
@@ -378,7 +381,8 @@ def test_banded_equicorrelation_and_scaled_skips_agree_with_dense(width, seed, b
         ("scaled(block_orthogonal)", {"block": block}, "block_diagonal"),
     ]
     gen = torch.Generator().manual_seed(seed % 2**31)
-    h = torch.randn(3, width, 2, dtype=torch.float64, generator=gen) if dim == 1 else torch.randn(2, 3, width, dtype=torch.float64, generator=gen)
+    shape = (3, width, 2) if dim == 1 else (2, 3, width)
+    h = torch.randn(*shape, dtype=torch.float64, generator=gen)
     for family, params, structure in cases:
         M = mappings.get(family)(width, seed=seed, **params)  # independent float64 draw
         with _float64():

@@ -52,7 +52,8 @@ def test_measures_match_a_per_vector_reference(data, shape):
     F, h = data.draw(_nonzero(shape)), data.draw(_nonzero(shape))
     L, N, _ = shape
     ratio = np.array([[np.linalg.norm(F[l, n]) / np.linalg.norm(h[l, n]) for n in range(N)] for l in range(L)])
-    cos = np.array([[-(F[l, n] @ h[l, n]) / np.linalg.norm(F[l, n]) / np.linalg.norm(h[l, n]) for n in range(N)] for l in range(L)])
+    cos = np.array([[-(F[l, n] @ h[l, n]) / np.linalg.norm(F[l, n]) / np.linalg.norm(h[l, n]) for n in range(N)]
+                    for l in range(L)])
     np.testing.assert_allclose(norm_ratio(F, h), ratio, rtol=1e-12)
     np.testing.assert_allclose(gradient_cosine(F, h), cos, rtol=1e-10, atol=1e-12)
 
@@ -135,14 +136,17 @@ def test_measure_bundles_the_functions():
     h, F, g = rng.standard_normal((3, 2, 5, 6))
     z = rng.standard_normal((5, 3))
     y = np.array([0, 1, 2, 0, 0])
-    data = RefinementData(h_in=h, h_out=h + F, F=F, grad=g, logits=z, lesion_logits=np.stack([z, z]), labels=y, feature_shape=(6,))
+    data = RefinementData(h_in=h, h_out=h + F, F=F, grad=g, logits=z, lesion_logits=np.stack([z, z]), labels=y,
+                          feature_shape=(6,))
     r = measure(data)
     np.testing.assert_array_equal(r.norm_ratio, norm_ratio(F, h))
     np.testing.assert_array_equal(r.gradient_cosine_blocks.mean, gradient_cosine(F, g).mean(axis=1))
     assert r.lesion_accuracy.tolist() == [accuracy(z, y)] * 2
     assert r.chance_accuracy == 0.6 and r.cosine_chance_std == pytest.approx(1 / np.sqrt(6))
     assert data.representations.shape == (3, 5, 6)
-    assert set(r.to_dict()) == {"accuracy", "chance_accuracy", "cosine_chance_std", "lesion_accuracy", "norm_ratio", "gradient_cosine"}
+    assert set(r.to_dict()) == {
+        "accuracy", "chance_accuracy", "cosine_chance_std", "lesion_accuracy", "norm_ratio", "gradient_cosine"
+    }
 
 
 # ------------------------------------------------------------------------------- torch

@@ -105,7 +105,9 @@ def test_user_reflection_family(user_family):
 def test_user_block_rotation_family_with_a_parameter(user_family):
     @user_family(
         "rotations",
-        attributes=("orthogonal", "unit_modulus_spectrum", "spectral_norm_one", "frobenius_sqrt_n", "determinant_pm1", "sparse(2)"),
+        attributes=(
+            "orthogonal", "unit_modulus_spectrum", "spectral_norm_one", "frobenius_sqrt_n", "determinant_pm1", "sparse(2)"
+        ),
         params={"angle": mp.Param.real(0.3, low=-math.pi, high=math.pi)},
     )
     def rotations(width, rng, *, angle):

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import float64_default  # noqa: E402
 from ramodel import mappings  # noqa: E402
 from ramodel.nets import EntangledSkip  # noqa: E402
-from conftest import float64_default  # noqa: E402
 
 CASES = [
     ("permutation", {"signed": True}, "permutation"),

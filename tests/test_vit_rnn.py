@@ -8,9 +8,9 @@ from scipy.special import erf
 
 torch = pytest.importorskip("torch")
 
+from conftest import float64_default as _float64  # noqa: E402
 from ramodel import mappings  # noqa: E402
 from ramodel.nets import ResidualRNN, SelfAttention, VisionTransformer  # noqa: E402
-from conftest import float64_default as _float64  # noqa: E402
 
 FAMILIES = [
     ("identity", {}), ("none", {}), ("orthogonal", {}), ("permutation", {"signed": True}),
@@ -225,12 +225,14 @@ def test_rnn_identity_and_none_cells_are_the_plain_cells():
 @given(seed=st.integers(0, 2**31 - 1), activation=st.sampled_from(["tanh", "relu", "linear"]))
 def test_rnn_step_jacobians_closed_form(seed, activation):
     with _float64():
-        net = ResidualRNN(3, 2, steps=4, hidden=5, inner=7, activation=activation, skip="orthogonal", seed=seed, init_seed=seed % 1000)
+        net = ResidualRNN(3, 2, steps=4, hidden=5, inner=7, activation=activation, skip="orthogonal", seed=seed,
+                          init_seed=seed % 1000)
     x = torch.randn(6, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     J = net.step_jacobians(x).numpy()
     W = _weights(net)
     H = net.trajectory(x).detach().numpy()[:-1]
-    a = H @ W["cell.branch.state_in.weight"].T + W["cell.branch.state_in.bias"] + np.swapaxes(x.numpy(), 0, 1) @ W["cell.branch.input_in.weight"].T
+    a = (H @ W["cell.branch.state_in.weight"].T + W["cell.branch.state_in.bias"]
+         + np.swapaxes(x.numpy(), 0, 1) @ W["cell.branch.input_in.weight"].T)
     slope = {"tanh": 1 - np.tanh(a) ** 2, "relu": (a > 0).astype(float), "linear": np.ones_like(a)}[activation]
     # J_t = W_out diag(phi'(a_t)) W_h: the Jacobian of the branch only (M excluded).
     expected = np.einsum("ik,tbk,kj->tbij", W["cell.branch.out.weight"], slope, W["cell.branch.state_in.weight"])

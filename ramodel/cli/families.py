@@ -15,7 +15,8 @@ from ._common import EXIT_OK, CLIError, _json_text, _key_value, _print
 NAME = 'families'
 HELP = 'list the registered skip families and their attributes'
 DESCRIPTION = (
-    'List the skip-mapping families of ramodel.mappings with their parameters and the attributes each declares (at the default parameters, or at --param values).'
+    'List the skip-mapping families of ramodel.mappings with their parameters and the attributes each '
+    'declares (at the default parameters, or at --param values).'
 )
 EXAMPLES = """\
 examples:

@@ -28,7 +28,8 @@ from ._common import (
 NAME = 'sweep'
 HELP = 'run a grid of simulations into a resumable CSV'
 DESCRIPTION = (
-    "Run ramodel.simulate over the Cartesian product of the grid axes and write one row per run (config, convergence, T1-T3, RA verdicts, every metric) to a CSV, then fit RA4's depth slope."
+    "Run ramodel.simulate over the Cartesian product of the grid axes and write one row per run "
+    "(config, convergence, T1-T3, RA verdicts, every metric) to a CSV, then fit RA4's depth slope."
 )
 EXAMPLES = """\
 examples:

@@ -24,7 +24,8 @@ from ._common import (
 NAME = 'theory'
 HELP = 'theorem measures of exported Jacobian files, with the fitted UJM'
 DESCRIPTION = (
-    'Measure every theorem of MODEL.md (ramodel.theory.check) on Jacobian files, next to the random-rotation chance level and the values of the UJM fitted to the same features.'
+    'Measure every theorem of MODEL.md (ramodel.theory.check) on Jacobian files, next to the '
+    'random-rotation chance level and the values of the UJM fitted to the same features.'
 )
 EXAMPLES = """\
 examples:

@@ -46,7 +46,8 @@ then measures the initialisation (train.json: init_cosine; a warning above 0.5).
 files written to --out DIR: jacobians.npz (FORMAT.md: Jacobians, representations, skips,
 classifier and meta of --inputs test inputs), train.json (what --json prints) and
 checkpoint.pt. --arch rnn exports the step Jacobians of its one cell (L = the sequence
-length, dense; ramodel.nets.ResidualRNN.jacobian_set). Then: ramodel analyze DIR/jacobians.npz. Needs torch: pip install 'ramodel[torch]'."""
+length, dense; ramodel.nets.ResidualRNN.jacobian_set). Then: ramodel analyze DIR/jacobians.npz.
+Needs torch: pip install 'ramodel[torch]'."""
 
 
 def configure(p: argparse.ArgumentParser) -> None:

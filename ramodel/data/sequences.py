@@ -190,7 +190,8 @@ def first_marker_label(symbols, distractors: int) -> np.ndarray:
     is_a, is_b = s == K, s == K + 1
     missing = ~(is_a.any(axis=1) & is_b.any(axis=1))
     if missing.any():
-        raise ValueError(f"every sequence must hold both markers {K} and {K + 1}; rows {np.flatnonzero(missing)[:5].tolist()} do not")
+        raise ValueError(f"every sequence must hold both markers {K} and {K + 1}; "
+                         f"rows {np.flatnonzero(missing)[:5].tolist()} do not")
     return (is_b.argmax(axis=1) < is_a.argmax(axis=1)).astype(np.int64)
 
 

@@ -118,7 +118,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("across_inputs_right", "RA2", partial(across_input_alignment, side="right"), _J, _K_OVER_D),
     MetricSpec("numerical_rank", "RA3", numerical_rank, _J, verdict=Verdict(
         "<=", lambda th, ctx: float(th.max_rank(ctx["C"])), lambda th, ctx: f"median <= {th.max_rank(ctx['C'])}")),
-    MetricSpec("energy_top_C", "RA3", energy_top_c, _J, verdict=Verdict(">=", lambda th, ctx: th.ra3_energy, lambda th, ctx: f"median >= {th.ra3_energy:g}")),
+    MetricSpec("energy_top_C", "RA3", energy_top_c, _J, verdict=Verdict(
+        ">=", lambda th, ctx: th.ra3_energy, lambda th, ctx: f"median >= {th.ra3_energy:g}")),
     MetricSpec("stable_rank", "RA3", stable_rank, _J),
     MetricSpec("sigma1_cv", "RA4", sigma1_cv, _J),
     MetricSpec("sigma1_mean", "RA4", sigma1_mean, _J),

@@ -212,7 +212,8 @@ def _resolve_skips(skips: Any, blocks: list[nn.Module], names: list[str], shape:
             raise ValueError(f"skips must hold one entry per block (L={L}), got {len(skips)}")
         entries = list(skips)
     else:
-        raise TypeError(f"skips must be None, a matrix, an (L, ., .) array or a list of L matrices/None, got {type(skips).__name__}")
+        raise TypeError("skips must be None, a matrix, an (L, ., .) array or a list of L matrices/None, "
+                        f"got {type(skips).__name__}")
     return [_named_skip(M, shape, f"skips[{i}]") for i, M in enumerate(entries)]
 
 
