@@ -37,7 +37,6 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
 import types
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._io import atomic_write_text, check_destination
+from ._progress import progress_bar
 from ._validation import check_keywords
 
 __all__ = [
@@ -596,32 +596,6 @@ def _as_list(name: str, values: Any) -> list:
     return values
 
 
-class _LineProgress:
-    """A progress bar without tqdm: one line per finished run on stderr."""
-
-    def __init__(self, total: int):
-        self.total, self.n = total, 0
-
-    def update(self, k: int = 1) -> None:
-        self.n += k
-        print(f"sweep: {self.n}/{self.total} runs done", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, progress: bool | None):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress or total == 0:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _LineProgress(total)
-    return tqdm(total=total, desc="sweep", unit="run", file=sys.stderr)
-
-
 def _describe(cfg: Mapping) -> str:
     return ", ".join(f"{k}={v}" for k, v in cfg.items() if k in CONFIG_COLUMNS)
 
@@ -1008,7 +982,7 @@ def sweep(
     serial = executor == "serial" or isinstance(executor, SerialExecutor)
     if own and not serial:
         executor = cf.ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1))
-    bar = _progress(len(todo), progress)
+    bar = progress_bar(progress, total=len(todo), desc="sweep", unit="run")
     interrupted = False
     futures: dict = {}
     try:

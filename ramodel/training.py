@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import types
 import warnings
@@ -48,6 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(f"ramodel.training needs PyTorch ({exc}); install it with: pip install 'ramodel[torch]'") from exc
 
 from ._io import atomic_write
+from ._progress import progress_bar
 from ._validation import check_choice, check_int, check_positive_float
 from .optimize import DivergenceError
 
@@ -415,28 +415,6 @@ def init_cosine(model: nn.Module, initial) -> tuple[float, tuple[float, ...]]:
     return overall, per_block
 
 
-def _progress_bar(progress, total: int):
-    """A tqdm bar on stderr, or None. ``progress=None``: only if stderr is a terminal and tqdm is installed."""
-    if progress is None:
-        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
-        if not progress:
-            return None
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return None
-    elif not isinstance(progress, bool):
-        raise TypeError(f"progress must be None, True or False, got {progress!r}")
-    elif not progress:
-        return None
-    else:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError as exc:
-            raise ImportError("progress=True needs tqdm: pip install tqdm") from exc
-    return tqdm(total=total, file=sys.stderr, unit="batch", dynamic_ncols=True)
-
-
 def _save(path: str, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f), action="save the checkpoint to", argument="checkpoint")
 
@@ -755,7 +733,7 @@ def train(
         saved_step = step
         if callback is not None and step == 0:
             call_back(0, 0, None)
-        bar = _progress_bar(progress, total_steps - step)
+        bar = progress_bar(progress, total=total_steps - step, desc="train", unit="step")
         try:
             for epoch in range(start, total_epochs):
                 history["lr"].append(float(optimizer.param_groups[0]["lr"]))
