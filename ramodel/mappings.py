@@ -111,6 +111,7 @@ from typing import Any
 
 import numpy as np
 
+from ._random import haar
 from ._validation import as_generator, check_choice, check_int
 from .backend import asarray, get_namespace, resolve_dtype, to_numpy
 
@@ -1179,11 +1180,7 @@ def apply(M, h):
 
 def _haar(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
     """``count`` Haar-orthogonal ``size x size`` matrices, shape ``(count, size, size)``."""
-    Q, R = np.linalg.qr(rng.standard_normal((count, size, size)))
-    # Without the sign fix, LAPACK's sign convention for R biases Q (e.g. Q[0, 0] < 0).
-    d = np.sign(np.diagonal(R, axis1=-2, axis2=-1))
-    d = np.where(d == 0, 1.0, d)
-    return Q * d[:, None, :]
+    return haar(rng, (count,), size)
 
 
 _ALL = (
