@@ -367,3 +367,54 @@ def test_operator_krylov_thick_restarts(kind, monkeypatch):
     T = top_singular_operator(*_ops(J), J.shape, 4, oversample=2, method="krylov")
     assert restarts  # the restart path ran
     _check_against_svd(J, T, 4)
+
+
+# ----------------------------------------------------------------------------- check schedule (issue 20, pass 2)
+
+
+def _schedule_stub(hist, passes, tol, finished):
+    g = object.__new__(sp._GKL)
+    g.hist, g.passes, g.tol, g.finished, g.xp = hist, passes, tol, np.asarray(finished, dtype=bool), np
+    return g
+
+
+def test_check_step_follows_the_pace_of_the_fastest_live_matrix(monkeypatch):
+    monkeypatch.setattr(sp, "_CHECK_SAFETY", 1.0)
+    tol = 1e-8
+    # no pace yet: the next product with J^T
+    assert _schedule_stub([(2, np.array([1.0]))], 2, tol, [False])._check_step(np.array([1.0])) == 2
+    # 1e-2 -> 1e-4 over two products: a decade per product, four decades left -> 4 products
+    hist = [(2, np.array([1e-2, 1e-2])), (4, np.array([1e-4, 1e-3]))]
+    assert _schedule_stub(hist, 4, tol, [False, False])._check_step(hist[-1][1]) == 4
+    # the fast matrix finished: the slow one (half a decade per product, 5 left) sets the pace
+    assert _schedule_stub(hist, 4, tol, [True, False])._check_step(hist[-1][1]) == 10
+    # stagnation, or every matrix below tol: check at once or after the default step
+    stag = [(2, np.array([1e-3])), (4, np.array([2e-3]))]
+    assert _schedule_stub(stag, 4, tol, [False])._check_step(stag[-1][1]) == 2
+    low = [(2, np.array([1e-3])), (4, np.array([1e-9]))]
+    assert _schedule_stub(low, 4, tol, [False])._check_step(low[-1][1]) == 1
+    monkeypatch.setattr(sp, "_CHECK_SAFETY", 2.0)
+    assert _schedule_stub(hist, 4, tol, [False, False])._check_step(hist[-1][1]) == 2
+
+
+@pytest.mark.parametrize("safety", [1e-3, 1.0, 1e9])
+@pytest.mark.parametrize("kind", ["gapless", "gapped", "decaying"])
+def test_check_schedule_never_costs_the_certificate(kind, safety, monkeypatch):
+    """Skipping checks (safety 1e-3: only at restarts and the last product), the default,
+    or checking after every product (1e9) all give certified triplets matching the SVD."""
+    monkeypatch.setattr(sp, "_CHECK_SAFETY", safety)
+    spy = _Spy(monkeypatch)
+    J = _make([kind] * 3, 160, 160, seed=4)
+    T = top_singular(J, 8, oversample=2)
+    assert spy.runs >= 1
+    _check_against_svd(J, T, 8)
+
+
+def test_transposed_products_match_plain_products():
+    """The dense path's J X is computed as (X^T J^T)^T: same numbers to rounding."""
+    J = _make(["gapped"] * 2, 96, 80, seed=5)
+    g = sp._GKL(J, None, None, np.eye(80, 6), 5, 2, SQRT_EPS, np, compact=True)
+    X = np.random.default_rng(0).standard_normal((2, 80, 6))
+    np.testing.assert_allclose(g.matvec(X), J @ X, rtol=0, atol=1e-13)
+    Y = np.random.default_rng(1).standard_normal((2, 96, 6))
+    np.testing.assert_allclose(g.rmatvec(Y), _mT(J) @ Y, rtol=0, atol=1e-13)
