@@ -129,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skips", default="identity,orthogonal,permutation,none")
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--peer", action="store_true", help="add the PyTorch L-BFGS peer at L <= 16")
+    parser.add_argument("--no-precondition", action="store_true",
+                        help="depth table without the Gauss-Newton preconditioner of the trust-region CG (A/B)")
     args = parser.parse_args(argv)
     if args.depth_table:
         return depth_table(args)
@@ -237,9 +239,14 @@ def depth_table(args) -> int:
     depths = [int(x) for x in args.depths.split(",")]
     ks = [int(x) for x in args.ks.split(",")]
     skips = args.skips.split(",")
+    if args.no_precondition:
+        import ramodel.simulation
+
+        ramodel.simulation._PRECONDITION = False
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"threads={os.environ.get('OMP_NUM_THREADS')}; numpy {np.__version__}; CPU seconds (process_time)")
-    print(f"default problem: C={args.classes}, d={max(16, args.classes)}, 8 per class, seed 0, tol 1e-8, float64")
+    print(f"default problem: C={args.classes}, d={max(16, args.classes)}, 8 per class, seed 0, tol 1e-8, float64; "
+          f"trust-region CG {'not ' if args.no_precondition else ''}preconditioned")
     print(f"{'skip':>12} {'k':>2} {'L':>5} {'cpu [s]':>8} {'steps':>6} {'H prods':>8} {'|grad|':>9} "
           f"{'conv':>5} {'trivial':>7} {'solver':>13}")
     for skip in skips:

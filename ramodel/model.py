@@ -42,6 +42,7 @@ __all__ = [
     "hvp_operator",
     "split_depth",
     "valley_retraction",
+    "gauss_newton_preconditioner",
 ]
 
 LOSSES = ("mse", "cross_entropy")
@@ -594,3 +595,82 @@ def valley_retraction(problem: Problem):
         return pack(new_factors, W_new, xp)
 
     return retract
+
+
+def gauss_newton_preconditioner(theta, problem: Problem):
+    """``v -> M^{-1} v`` for ``M = D + J_Z^T S J_Z``, the weight decay plus the Gauss–Newton term.
+
+    A preconditioner for the trust-region CG (issue 19). ``Z = W P X`` (shape ``(C, N)``)
+    is linear in each factor, and ``dZ_{cn}/dB_{l,i} = u_{l,i,c} h_{l,i,n}^T`` with
+    ``u_{l,i} = suf_i^T A_{>l}^T W^T`` (``d x C``) and ``h_{l,i} = pre_i H_{l-1}``
+    (``d x N``), so the Jacobian ``J_Z`` of the outputs has rank at most ``C N`` and its
+    Gram matrix ``K = J_Z D^{-1} J_Z^T`` costs one backward sweep with ``C`` columns and
+    one product of ``(Lk, C^2)`` by ``(Lk, N^2)``. ``D`` is ``lambda_J`` on the factors and
+    ``lambda_W`` on ``W``; ``S`` is the Hessian of the mean loss in ``Z`` (``I/N`` for MSE,
+    the per-sample softmax curvature for cross-entropy). ``M`` is symmetric positive
+    definite and carries the stiff directions that grow with depth (the Gauss–Newton
+    part has eigenvalues growing like ``L`` beside a bulk at ``lambda_J``). Woodbury:
+    ``M^{-1} = D^{-1} - D^{-1} J_Z^T (I + S K)^{-1} S J_Z D^{-1}``; one application is
+    a few batched products (no sequential sweep), cheaper than a Hessian product.
+
+    Parameters
+    ----------
+    theta : array, shape (n_params,)
+    problem : Problem
+
+    Returns
+    -------
+    callable
+        ``solve(v) -> M^{-1} v`` for ``v`` of shape ``(n_params,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = make_problem(np.eye(2), np.eye(2), np.eye(2)[None])
+    >>> th = np.full(n_params(p), 0.1)
+    >>> solve = gauss_newton_preconditioner(th, p)
+    >>> v = np.arange(n_params(p), dtype=float)
+    >>> bool(np.all(np.isfinite(solve(v))))
+    True
+    """
+    xp = get_namespace(theta)
+    T = xp.matrix_transpose
+    factors, W = unpack(theta, problem)
+    L, k = factors.shape[0], factors.shape[1]
+    C, N = problem.classes, problem.n_inputs
+    pre, suf = _prefix_suffix(factors, xp)
+    J = jacobians_from_factors(factors)
+    A = problem.skips + J
+    H = forward(J, problem.skips, problem.X)
+    Hl = H[:-1, ...]
+    Ul = _backward(A, H, W, xp.eye(C, dtype=theta.dtype), xp)  # (L, d, C)
+    Us = xp.stack([Ul if suf[i] is None else T(suf[i]) @ Ul for i in range(k)], axis=1)  # (L, k, d, C)
+    Hs = xp.stack([Hl if pre[i] is None else pre[i] @ Hl for i in range(k)], axis=1)  # (L, k, d, N)
+    HL = H[-1, ...]
+    lam_J, lam_W = problem.lambda_J, problem.lambda_W
+    UU = xp.reshape(T(Us) @ Us, (L * k, C * C))
+    HH = xp.reshape(T(Hs) @ Hs, (L * k, N * N))
+    K = xp.reshape(T(UU) @ HH, (C, C, N, N)) / lam_J
+    K = xp.reshape(xp.permute_dims(K, (0, 2, 1, 3)), (C * N, C * N))
+    eyeC = xp.eye(C, dtype=theta.dtype)
+    K = K + xp.reshape(eyeC[:, None, :, None] * (T(HL) @ HL)[None, :, None, :], (C * N, C * N)) / lam_W
+    if problem.loss == "mse":
+        S = xp.eye(C * N, dtype=theta.dtype) / N
+    else:
+        Zout = W @ HL
+        _, _, P = _loss_value_and_G(Zout, problem.Y, problem.loss, xp)
+        eyeN = xp.eye(N, dtype=theta.dtype)
+        # S[(c,n),(c',n')] = delta_nn' (p_cn delta_cc' - p_cn p_c'n) / N
+        S4 = (eyeC[:, None, :, None] * P[:, :, None, None] - P[:, :, None, None] * P[None, None, :, :]) * eyeN[None, :, None, :]
+        S = xp.reshape(S4, (C * N, C * N)) / N
+    core = xp.linalg.solve(xp.eye(C * N, dtype=theta.dtype) + S @ K, S)  # (I + S K)^{-1} S
+
+    def solve(v):
+        dfactors, dW = unpack(v, problem)
+        a, aW = dfactors / lam_J, dW / lam_W
+        # J_Z a: sum over (l, i) of u^T a h, plus aW H_L.
+        Jz = xp.sum(xp.reshape(T(Us) @ a @ Hs, (L * k, C, N)), axis=0) + aW @ HL
+        w = xp.reshape(core @ xp.reshape(Jz, (C * N,)), (C, N))
+        return pack(a - (Us @ w @ T(Hs)) / lam_J, aW - (w @ T(HL)) / lam_W, xp)
+
+    return solve

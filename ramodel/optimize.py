@@ -19,7 +19,10 @@ Design constraints:
   33,550 steps at L = 1000 without converging. The gauge ``B_2 -> B_2 Q``,
   ``B_1 -> Q^T B_1`` of ``k >= 2`` makes the Hessian singular at critical points; CG
   from ``p = 0`` stays orthogonal to those null directions (the gradient is), so it
-  needs no projection. :func:`minimize` records each phase (:class:`Phase`) and its
+  needs no projection. The CG can be preconditioned (``M``-norm trust region): the
+  weight decay plus the Gauss–Newton term (:func:`ramodel.model.gauss_newton_preconditioner`)
+  carries the stiff directions, and CG iterations per step then stop growing with depth.
+  :func:`minimize` records each phase (:class:`Phase`) and its
   stopping reason.
 - Non-finite values are never returned: a trial point with NaN/Inf is treated as a
   step that is too long; if nothing finite can be found, :class:`DivergenceError`
@@ -417,7 +420,7 @@ def newton_polish(
     return x, f, g, max_steps, "max_steps reached in Newton polish"
 
 
-def steihaug_cg(matvec: Callable, g, radius: float, *, rtol: float, maxiter: int):
+def steihaug_cg(matvec: Callable, g, radius: float, *, rtol: float, maxiter: int, precond: Callable | None = None):
     """Truncated conjugate gradients for the trust-region subproblem (Steihaug 1983).
 
     Approximately minimises the quadratic model ``m(p) = g·p + ½ p·Hp`` subject to
@@ -429,6 +432,11 @@ def steihaug_cg(matvec: Callable, g, radius: float, *, rtol: float, maxiter: int
     the gradient is orthogonal to them, and so is the Krylov space while they stay exact
     null vectors.
 
+    With a preconditioner ``precond(r) = M^{-1} r`` (``M`` symmetric positive definite)
+    this is preconditioned Steihaug–Toint CG: the region is the ``M``-norm ball
+    ``sqrt(p·Mp) <= radius`` (Conn, Gould & Toint 2000, Alg. 7.5.1), in which the iterates'
+    ``M``-norms increase monotonically, so the boundary rule stays exact.
+
     Parameters
     ----------
     matvec : callable
@@ -436,10 +444,12 @@ def steihaug_cg(matvec: Callable, g, radius: float, *, rtol: float, maxiter: int
     g : array, shape (n,)
         The gradient (the linear term of the model).
     radius : float
-        Trust-region radius, > 0.
+        Trust-region radius, > 0 (in the ``M``-norm when ``precond`` is given).
     rtol : float
-        Relative residual at which CG stops.
+        Relative (Euclidean) residual at which CG stops.
     maxiter : int
+    precond : callable, optional
+        ``precond(r) -> M^{-1} r``.
 
     Returns
     -------
@@ -457,23 +467,29 @@ def steihaug_cg(matvec: Callable, g, radius: float, *, rtol: float, maxiter: int
     >>> np.allclose(p, [-1.0, -1.0]), status
     (True, 'converged')
     """
+    return _steihaug(matvec, g, radius, rtol=rtol, maxiter=maxiter, precond=precond)[:4]
+
+
+def _steihaug(matvec, g, radius, *, rtol, maxiter, precond=None):
+    """:func:`steihaug_cg`, also returning the step's norm in the region's metric."""
     xp = get_namespace(g)
     z = xp.zeros_like(g)
     r = g
-    d = -g
-    rr = _dot(r, r, xp)
-    gnorm = math.sqrt(rr)
+    y = g if precond is None else precond(g)
+    d = -y
+    ry = _dot(r, y, xp)
+    gnorm = math.sqrt(_dot(r, r, xp))
     zz = zd = 0.0
-    dd = rr
+    dd = ry  # d·Md with d = -M^{-1} g
     gz = 0.0  # g·z, tracked to evaluate the model without another product
 
     def boundary(z, zz, zd, dd):
-        # Positive root of |z + tau d| = radius.
+        # Positive root of |z + tau d|_M = radius.
         disc = max(zd * zd + dd * (radius * radius - zz), 0.0)
         return (-zd + math.sqrt(disc)) / dd
 
     if gnorm == 0.0:
-        return z, 0.0, 0, "converged"
+        return z, 0.0, 0, "converged", 0.0
     for it in range(1, maxiter + 1):
         Hd = matvec(d)
         dHd = _dot(d, Hd, xp)
@@ -484,29 +500,31 @@ def steihaug_cg(matvec: Callable, g, radius: float, *, rtol: float, maxiter: int
             # m(z + tau d) = m(z) + tau (r·d) + ½ tau² d·Hd, with r = Hz + g.
             rd = _dot(r, d, xp)
             m = 0.5 * (_dot(z, r, xp) + gz) + tau * rd + 0.5 * tau * tau * dHd
-            return z_new, max(-m, 0.0), it, "negative curvature"
-        alpha = rr / dHd
+            return z_new, max(-m, 0.0), it, "negative curvature", radius
+        alpha = ry / dHd
         if zz + 2.0 * alpha * zd + alpha * alpha * dd >= radius * radius:
             tau = boundary(z, zz, zd, dd)
             rd = _dot(r, d, xp)
             m = 0.5 * (_dot(z, r, xp) + gz) + tau * rd + 0.5 * tau * tau * dHd
-            return z + tau * d, max(-m, 0.0), it, "boundary"
+            return z + tau * d, max(-m, 0.0), it, "boundary", radius
         z = z + alpha * d
         gz = gz + alpha * gd
         r = r + alpha * Hd
-        rr_new = _dot(r, r, xp)
         zz = zz + 2.0 * alpha * zd + alpha * alpha * dd
+        rr_new = _dot(r, r, xp)
         if math.sqrt(rr_new) <= rtol * gnorm:
             m = 0.5 * (_dot(z, r, xp) + gz)
-            return z, max(-m, 0.0), it, "converged"
-        beta = rr_new / rr
-        rr = rr_new
-        # d_new = -r + beta d; update |d|² and z·d by recurrences (z is already updated).
+            return z, max(-m, 0.0), it, "converged", math.sqrt(max(zz, 0.0))
+        y = r if precond is None else precond(r)
+        ry_new = rr_new if precond is None else _dot(r, y, xp)
+        beta = ry_new / ry
+        ry = ry_new
+        # d_new = -y + beta d; update d·Md and z·Md by recurrences (z is already updated).
         zd = beta * (zd + alpha * dd)
-        dd = rr + beta * beta * dd
-        d = -r + beta * d
+        dd = ry + beta * beta * dd
+        d = -y + beta * d
     m = 0.5 * (_dot(z, r, xp) + gz)
-    return z, max(-m, 0.0), maxiter, "maxiter"
+    return z, max(-m, 0.0), maxiter, "maxiter", math.sqrt(max(zz, 0.0))
 
 
 @quiet_overflow
@@ -524,6 +542,7 @@ def trust_region_newton(
     cg_maxiter: int = 1000,
     operator: Callable | None = None,
     retract: Callable | None = None,
+    preconditioner: Callable | None = None,
 ):
     """Trust-region Newton–CG (Steihaug) with exact Hessian-vector products.
 
@@ -562,6 +581,13 @@ def trust_region_newton(
         Any map that agrees with ``x + p`` to first order keeps the convergence rate;
         one that follows the curved valley of the problem allows longer steps (see
         :func:`ramodel.model.valley_retraction`).
+    preconditioner : callable, optional
+        ``preconditioner(x) -> (r -> M^{-1} r)`` with ``M`` symmetric positive definite,
+        built once per step: CG is preconditioned and the trust region is the ball
+        ``|p|_M <= radius`` (see :func:`steihaug_cg`). At depth the Hessian has a few
+        eigenvalues that grow with ``L`` beside a bulk near ``lambda_J``; a ``M`` that
+        carries them (:func:`ramodel.model.gauss_newton_preconditioner`) keeps the CG
+        iterations per step from growing with depth.
 
     Returns
     -------
@@ -583,9 +609,9 @@ def trust_region_newton(
         # Forcing term min(0.5, sqrt|g|) (superlinear), but no tighter than the last step
         # needs: a residual of 0.1 tol already meets the target.
         rtol = max(min(0.5, math.sqrt(gnorm)), min(0.5, 0.1 * tol / gnorm))
-        p, pred, its, status = steihaug_cg(matvec, g, radius, rtol=rtol, maxiter=cg_maxiter)
+        precond = preconditioner(x) if preconditioner is not None else None
+        p, pred, its, status, pnorm = _steihaug(matvec, g, radius, rtol=rtol, maxiter=cg_maxiter, precond=precond)
         products += its
-        pnorm = math.sqrt(_dot(p, p, xp))
         x_new = x + p if retract is None else retract(x, p)
         f_new, g_new = fun(x_new)
         if not _finite(f_new, g_new, xp):
@@ -638,6 +664,7 @@ def minimize(
     operator: Callable | None = None,
     depth: int | None = None,
     retract: Callable | None = None,
+    preconditioner: Callable | None = None,
 ) -> OptimizeResult:
     """Minimise to a gradient norm of ``tol``, in phases.
 
@@ -671,6 +698,9 @@ def minimize(
         Recorded in the phases (depth continuation runs several depths).
     retract : callable, optional
         ``retract(x, p) -> x_new`` for the trust-region phase (see :func:`trust_region_newton`).
+    preconditioner : callable, optional
+        ``preconditioner(x) -> (r -> M^{-1} r)`` for the trust-region phase's CG (see
+        :func:`trust_region_newton`).
 
     Returns
     -------
@@ -721,7 +751,7 @@ def minimize(
         start = len(history) - 1
         x, f, g, n, message, products = trust_region_newton(
             fun, hessp, x, f, g, tol=tol, max_steps=max_steps, history=history, operator=operator,
-            retract=retract,
+            retract=retract, preconditioner=preconditioner,
         )
         gnorm = math.sqrt(_dot(g, g, xp))
         if message == "gradient norm below tol":

@@ -29,6 +29,10 @@ from .optimize import DivergenceError, Phase, describe_phases, minimize
 
 __all__ = ["Simulation", "simulate", "DivergenceError", "DEFAULT_TOL", "SOLVERS", "estimate_memory"]
 
+# Gauss–Newton preconditioning of the trust-region CG where the skips are nonzero (issue 19;
+# in a depth continuation only for k = 1, where it measured faster); a module switch so that
+# benchmarks and tests can measure the solver without it.
+_PRECONDITION = True
 #: Choices of ``simulate(solver=...)``.
 SOLVERS = ("auto", "lbfgs-newton", "trust-region", "continuation")
 
@@ -363,7 +367,10 @@ def simulate(
     Newton–CG. Deeper models with identity skips: depth continuation (solve at depth
     <= 32, split every block ``I + J = (I + J')²``, re-solve with trust-region
     Newton–CG, double again). Deeper models with other skips: trust-region Newton–CG
-    from the start. See ``solver``.
+    from the start. With nonzero skips the trust-region CG is preconditioned by the
+    weight decay plus the Gauss–Newton term (``ramodel.model.gauss_newton_preconditioner``;
+    in a continuation only for ``k = 1``), which keeps its iterations per step from
+    growing with depth. See ``solver``.
 
     Parameters
     ----------
@@ -551,6 +558,8 @@ def simulate(
             method=solver_used,
             operator=lambda th: model.hvp_operator(th, problem),
             retract=model.valley_retraction(problem) if bool(xp.any(skips != 0)) else None,
+            preconditioner=(lambda th: model.gauss_newton_preconditioner(th, problem))
+            if _PRECONDITION and bool(xp.any(skips != 0)) else None,
         )
     factors, W = unpack_copy(result.x, problem, xp)
     J = model.jacobians_from_factors(factors)
@@ -743,6 +752,10 @@ def _solve_by_continuation(problem, theta0, levels, *, tol, max_steps, xp):
             operator=lambda th, sub=sub: model.hvp_operator(th, sub),
             depth=Li,
             retract=model.valley_retraction(sub),
+            # k >= 2: the preconditioned CG meets spurious negative curvature near the
+            # gauge-singular optimum at L = 1024 (217 against 82 products), so only k = 1.
+            preconditioner=(lambda th, sub=sub: model.gauss_newton_preconditioner(th, sub))
+            if _PRECONDITION and k == 1 else None,
         )
         offset = len(history)
         history.extend(result.history)

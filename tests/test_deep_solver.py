@@ -240,3 +240,119 @@ def test_a_start_already_below_tol_is_a_recorded_phase():
                    method="trust-region", depth=4)
     assert res.converged and res.steps == 0
     assert len(res.phases) == 1 and "at the start" in res.message and "at L=4" in res.message
+
+
+# ----------------------------------------------------------------------------- preconditioner
+
+
+def _dense_gauss_newton(p, th, h=1e-6):
+    """``D + J_Z^T S J_Z`` from central differences of Z and of the loss gradient in Z."""
+    L, k, d, C = p.depth, p.branch_factors, p.width, p.classes
+    m = L * k * d * d
+
+    def Z(t):
+        F, W = t[:m].reshape(L, k, d, d), t[m:].reshape(C, d)
+        H = p.X
+        for l in range(L):
+            J = F[l, 0]
+            for i in range(1, k):
+                J = F[l, i] @ J
+            H = (p.skips[l] + J) @ H
+        return (W @ H).ravel()  # index c * N + n
+
+    E = np.eye(th.size)
+    Jz = np.stack([(Z(th + h * e) - Z(th - h * e)) / (2 * h) for e in E], axis=1)
+
+    def dloss(z):  # gradient of the mean loss in Z, written out independently
+        z = z.reshape(C, -1)
+        if p.loss == "mse":
+            return ((z - p.Y) / z.shape[1]).ravel()
+        q = np.exp(z - z.max(axis=0))
+        return ((q / q.sum(axis=0) - p.Y) / z.shape[1]).ravel()
+
+    z0 = Z(th)
+    S = np.stack([(dloss(z0 + h * e) - dloss(z0 - h * e)) / (2 * h) for e in np.eye(z0.size)], axis=1)
+    D = np.r_[np.full(m, p.lambda_J), np.full(C * d, p.lambda_W)]
+    return np.diag(D) + Jz.T @ (0.5 * (S + S.T)) @ Jz
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_gauss_newton_preconditioner_inverts_weight_decay_plus_gauss_newton(k, loss):
+    p, th = _problem(3, k, d=3, C=2)
+    p = model.make_problem(p.X, p.Y, p.skips, branch_factors=k, loss=loss, weight_decay=(0.03, 0.05))
+    M = _dense_gauss_newton(p, th)
+    assert np.linalg.eigvalsh(M).min() > 0
+    v = np.random.default_rng(2).standard_normal(th.size)
+    want = np.linalg.solve(M, v)
+    np.testing.assert_allclose(model.gauss_newton_preconditioner(th, p)(v), want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
+
+
+def test_preconditioned_steihaug_is_the_newton_step_inside_and_on_the_M_ball_boundary():
+    rng = np.random.default_rng(3)
+    B = rng.standard_normal((10, 10))
+    H = B @ B.T + 0.1 * np.eye(10)
+    C = rng.standard_normal((10, 10))
+    M = C @ C.T + np.eye(10)
+    Minv = np.linalg.inv(M)
+    g = rng.standard_normal(10)
+    p, dec, its, status = steihaug_cg(lambda v: H @ v, g, 1e6, rtol=1e-13, maxiter=100, precond=lambda r: Minv @ r)
+    assert status == "converged"
+    np.testing.assert_allclose(p, np.linalg.solve(H, -g), rtol=1e-8, atol=1e-10)
+    assert math.isclose(dec, -(g @ p + 0.5 * p @ H @ p), rel_tol=1e-9)
+    p, dec, _, status = steihaug_cg(lambda v: H @ v, g, 0.05, rtol=1e-13, maxiter=100, precond=lambda r: Minv @ r)
+    assert status == "boundary"
+    assert math.isclose(math.sqrt(p @ M @ p), 0.05, rel_tol=1e-10)  # the M-norm ball
+    assert math.isclose(dec, -(g @ p + 0.5 * p @ H @ p), rel_tol=1e-9) and dec > 0
+
+
+def test_preconditioned_trust_region_solves_rosenbrock():
+    x0 = np.array([-1.2, 1.0])  # 2-D: the only critical point is the minimum (1, 1)
+    D = np.diag([10.0, 0.5])
+    x, f, g, _, msg, _ = trust_region_newton(
+        lambda x: (rosen(x), rosen_der(x)), rosen_hess_prod, x0, rosen(x0), rosen_der(x0), tol=1e-12,
+        max_steps=500, preconditioner=lambda x: (lambda r: np.linalg.solve(D, r)),
+    )
+    assert np.linalg.norm(g) <= 1e-12, msg
+    np.testing.assert_allclose(x, np.ones(2), atol=1e-10)
+
+
+def test_preconditioning_keeps_cg_products_from_growing_with_depth_and_finds_the_same_point(monkeypatch):
+    import ramodel.simulation as simulation
+
+    kw = {"depth": 256, "classes": 3, "branch_factors": 1, "tol": 1e-8, "seed": 0}
+    a = ramodel.simulate(**kw)
+    monkeypatch.setattr(simulation, "_PRECONDITION", False)
+    b = ramodel.simulate(**kw)
+    assert a.converged and b.converged, (a.message, b.message)
+    # Measured: 110 against 707 Hessian products (issue 19); the bound leaves room for BLAS rounding.
+    assert sum(p.products for p in a.phases) < 0.5 * sum(p.products for p in b.phases)
+    assert abs(a.loss_history[-1] - b.loss_history[-1]) <= 1e-10
+    np.testing.assert_allclose(_sigmas(a), _sigmas(b), rtol=0, atol=1e-8)
+
+
+def test_gauss_newton_preconditioner_is_namespace_generic():
+    xps = pytest.importorskip("array_api_strict")
+    for k in (1, 2):
+        for loss in ("mse", "cross_entropy"):
+            p, th = _problem(3, k)
+            p = model.make_problem(p.X, p.Y, p.skips, branch_factors=k, loss=loss)
+            q = model.make_problem(xps.asarray(p.X), xps.asarray(p.Y), xps.asarray(p.skips), branch_factors=k, loss=loss)
+            v = np.random.default_rng(4).standard_normal(th.size)
+            out = model.gauss_newton_preconditioner(xps.asarray(th), q)(xps.asarray(v))
+            np.testing.assert_allclose(ramodel.backend.to_numpy(out), model.gauss_newton_preconditioner(th, p)(v),
+                                       rtol=1e-12, atol=1e-12)
+
+
+def test_preconditioned_direct_trust_region_finds_the_same_point_with_orthogonal_skips(monkeypatch):
+    import ramodel.simulation as simulation
+
+    kw = {"depth": 128, "classes": 3, "branch_factors": 1, "skip": "orthogonal", "tol": 1e-10, "seed": 0}
+    a = ramodel.simulate(**kw)
+    monkeypatch.setattr(simulation, "_PRECONDITION", False)
+    b = ramodel.simulate(**kw)
+    assert a.converged and b.converged, (a.message, b.message)
+    assert a.config["solver_used"] == "trust-region"
+    assert sum(p.products for p in a.phases) < sum(p.products for p in b.phases)
+    assert abs(a.loss_history[-1] - b.loss_history[-1]) <= 1e-10
+    np.testing.assert_allclose(_sigmas(a), _sigmas(b), rtol=0, atol=1e-8)
