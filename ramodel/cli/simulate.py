@@ -24,7 +24,8 @@ from ._common import (
 NAME = 'simulate'
 HELP = 'solve one model; print its summary and RA report'
 DESCRIPTION = (
-    "Solve the Unconstrained Jacobians Model (ramodel.simulate) and print the solution's summary (convergence, singular values, rank, T1-T3) and its RA report."
+    "Solve the Unconstrained Jacobians Model (ramodel.simulate) and print the solution's summary "
+    "(convergence, singular values, rank, T1-T3) and its RA report."
 )
 EXAMPLES = """\
 examples:
