@@ -488,7 +488,11 @@ def run_ideas(args) -> tuple[list[dict], list[str]]:
         U0, S0, V0h = np.linalg.svd(J, full_matrices=False)
         ref = (U0[..., :k], S0[..., :k], np.swapaxes(V0h[..., :k, :], -1, -2))
         fns = {
-            "auto (block Krylov, 8 MiB chunks, restarts)": lambda J=J: top_singular(J, k, seed=args.seed),
+            "auto (block Krylov, 8 MiB chunks, restarts at 5 blocks, scheduled checks)":
+                lambda J=J: top_singular(J, k, seed=args.seed),
+            "auto, checks after every product once started": lambda J=J: patched(J, _CHECK_SAFETY=1e9),
+            "auto, restarts at 4 blocks (first pass)": lambda J=J: patched(J, _DENSE_RESTART_BLOCKS=4),
+            "auto, block k + 4": lambda J=J: patched(J, _KRYLOV_EXTRA=4),
             "auto without restarts": lambda J=J: patched(J, _DENSE_RESTART_BLOCKS=0),
             "auto, one chunk (the whole stack per product)": lambda J=J: patched(J, _CHUNK_BYTES=1 << 62),
             "auto, 2 MiB chunks": lambda J=J: patched(J, _CHUNK_BYTES=2 << 20),

@@ -507,8 +507,8 @@ class _GKL:
     (CGS2), so after ``2s`` products ``P`` spans the block Krylov space
     ``[P_1, (J^T J) P_1, ..., (J^T J)^s P_1]`` of Musco and Musco (2015). The projected
     matrix ``B = Q^T J P`` is assembled from the Gram-Schmidt coefficients (no extra
-    product). After every product the Ritz triplets of ``B``, ``B = X S Y^T``, give a
-    residual estimate for free: the newest block's ``R`` factor times the last block
+    product). After a product where a check is due (see ``_check_step``) the Ritz
+    triplets of ``B``, ``B = X S Y^T``, give a residual estimate for free: the newest block's ``R`` factor times the last block
     of ``Y`` (or ``X``). A matrix whose estimate passes gets the explicit certificate:
     with ``U = Q X`` and ``V = P Y``, the residuals ``J V - U S`` and ``J^T U - V S`` are
     computed from the stored raw products ``J P`` and ``J^T Q`` (no extra pass), and
@@ -999,9 +999,11 @@ def top_singular(
       ``b = k + min(oversample, 2)`` vectors, started from one Gaussian block shared
       by the stack, with full reorthogonalisation (a Lanczos-local Gram-Schmidt pass
       then a full one), the projected matrix ``B = Q^T J P`` assembled from the
-      Gram-Schmidt coefficients, and thick restarts that keep the bases within 4
-      blocks (compressed to their best Ritz vectors). After every product a free
-      residual estimate is read off ``B``; a matrix whose estimate passes gets the
+      Gram-Schmidt coefficients, and thick restarts that keep the bases within 5
+      blocks (compressed to their best Ritz vectors). A free residual estimate is
+      read off ``B`` after the products where a check is scheduled (from each
+      matrix's pace since its previous check, at every restart and after the last
+      product); a matrix whose estimate passes gets the
       explicit certificate (residuals from the stored products ``J P`` and
       ``J^T Q``, no extra pass, and orthonormality of ``U`` and ``V``) and leaves
       the batch. A matrix still uncertified after ``6 min(m, n) / (4 b)`` products,
