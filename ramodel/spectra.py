@@ -927,9 +927,9 @@ def top_singular(
     seed : int, SeedSequence, numpy Generator or None, default 0
         Seed of the Gaussian test matrix (drawn on the host with NumPy, then moved
         to the backend). The default is fixed so that a metric computed twice on the
-        same Jacobians gives bit-identical results; pass None for fresh randomness. One ``(n, l)`` matrix is shared by the whole stack, so a
-        matrix gives the same triplets alone or inside a stack. Unused by
-        ``"svd"``/``"gram"``.
+        same Jacobians gives bit-identical results; pass None for fresh randomness.
+        One ``(n, l)`` matrix is shared by the whole stack, so a matrix gives the same
+        triplets alone or inside a stack. Unused by ``"svd"``/``"gram"``.
     tol : float in (0, 1] or None, default None
         Residual test for ``power_iters="auto"`` and ``method="auto"``: a matrix
         passes when ``|J v_i - s_i u_i| <= tol * s_1`` for all ``i <= k`` (the block
