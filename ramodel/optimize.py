@@ -527,6 +527,13 @@ def _steihaug(matvec, g, radius, *, rtol, maxiter, precond=None):
     return z, max(-m, 0.0), maxiter, "maxiter", math.sqrt(max(zz, 0.0))
 
 
+# The radius doubles after a step on the boundary whose ratio rho exceeds this. The usual
+# 0.75 held the radius near 5e-4 for ~30 accepted steps (rho between 0.25 and 0.75) while a
+# deep random start with orthogonal skips escapes its saddle region; 0.5 took L = 1024,
+# k = 1 from 57 to 25 steps (issue 19, benchmarks/RESULTS.md).
+_EXPAND_ABOVE = 0.5
+
+
 @quiet_overflow
 def trust_region_newton(
     fun: Callable,
@@ -553,7 +560,8 @@ def trust_region_newton(
     the gradient norms where a line search on Φ stalls (MODEL.md §5; measured: actual and
     predicted decrease agree to 1% at 5e-16 with Φ ≈ 1e-3). Only when the predicted
     decrease falls below ``64 eps |Φ|``, Φ's own rounding, is a step accepted when it lowers
-    the gradient norm instead.
+    the gradient norm instead. The radius shrinks to a quarter of the step below ``rho = 0.25``
+    and doubles after a boundary (or negative-curvature) step with ``rho > 0.5``.
 
     Parameters
     ----------
@@ -628,7 +636,7 @@ def trust_region_newton(
                     radius = 0.5 * pnorm
             elif rho < 0.25:
                 radius = 0.25 * pnorm
-            elif rho > 0.75 and status in ("boundary", "negative curvature"):
+            elif rho > _EXPAND_ABOVE and status in ("boundary", "negative curvature"):
                 radius = 2.0 * radius
             if accept:
                 x, f, g, gnorm = x_new, f_new, g_new, gn_new
