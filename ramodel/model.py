@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
 from ._validation import check_choice, check_int, check_positive_float
 from .backend import get_namespace, quiet_overflow
 

@@ -236,7 +236,8 @@ class Simulation:
         c = self.config
         head = (
             f"<b>Simulation</b>: L={self.depth}, C={self.classes}, d={self.width}, N={self.inputs.shape[1]}, "
-            f"loss={html.escape(str(c.get('loss')))}, branch_factors={c.get('branch_factors')}, skip={html.escape(str(c.get('skip')))}<br>"
+            f"loss={html.escape(str(c.get('loss')))}, branch_factors={c.get('branch_factors')}, "
+            f"skip={html.escape(str(c.get('skip')))}<br>"
             f"{'converged' if self.converged else '<b>not converged</b>'} after {self.steps} steps, "
             f"|&nabla;&Phi;| = {self.grad_norm:.2e}"
         )
