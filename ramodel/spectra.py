@@ -41,7 +41,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ._validation import as_generator, check_choice, check_finite_array, check_int
-from .backend import asarray, get_namespace, namespace_name, resolve_dtype, to_numpy
+from .backend import asarray, astype, get_namespace, matrix_transpose, namespace_name, resolve_dtype, to_numpy
 
 __all__ = [
     "METHODS",
@@ -99,14 +99,8 @@ class TopSingular(NamedTuple):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _mT(x, xp):
-    mt = getattr(xp, "matrix_transpose", None)
-    return mt(x) if mt is not None else xp.swapaxes(x, -1, -2)
-
-
-def _astype(x, dtype, xp):
-    f = getattr(xp, "astype", None)
-    return f(x, dtype) if f is not None else x.astype(dtype)
+_mT = matrix_transpose  # the array shims live once, in ramodel.backend
+_astype = astype
 
 
 def _diagonal(x, xp):
