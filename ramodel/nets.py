@@ -217,18 +217,13 @@ def _block_seeds(seed, count: int, shared: bool):
         if isinstance(seed, np.random.Generator):  # each draw would advance it
             seed = np.random.SeedSequence(seed.integers(2**63, size=4))
         return [seed] * count
-    if isinstance(seed, np.random.Generator):
-        return seed.spawn(count)
-    if isinstance(seed, np.random.SeedSequence):
-        seed = np.random.SeedSequence(
-            seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size, n_children_spawned=seed.n_children_spawned
-        )
-        return seed.spawn(count)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be None, an int, a SeedSequence or a Generator, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return np.random.SeedSequence(int(seed)).spawn(count)
+    if not isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be None, an int, a SeedSequence or a Generator, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        seed = int(seed)
+    return mappings._spawn(seed, count)  # the same rule as draw_stack, in one place
 
 
 def _make_skips(widths: Sequence[int], skip, *, skip_params, shared: bool, seed, dim: int) -> list[EntangledSkip]:
