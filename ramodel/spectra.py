@@ -1165,14 +1165,7 @@ def top_singular_operator(
     # (materialised: wrappers may need a writable, contiguous block).
     omega = as_generator(seed).standard_normal((n, l))
     omega = np.ascontiguousarray(np.broadcast_to(omega, batch + (n, l)), dtype=host_dtype)
-    if xp is None:
-        Y0 = matvec(omega)
-        xp = get_namespace(Y0)
-    else:
-        Y0 = matvec(asarray(omega, xp=xp, dtype=dtype))
-    _check_block("matvec", Y0, batch + (m, l), xp)
-    check_finite_array("matvec(X)", Y0, xp)
-    tol = _default_tol(tol, Y0.dtype, xp)
+    Y0, xp, tol = _first_product(matvec, omega, batch + (m, l), tol, xp, dtype)
 
     # Checked before LAPACK sees them: a NaN block would otherwise surface as an
     # opaque "SVD did not converge" from the small SVD.
@@ -1201,14 +1194,7 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
     c = math.prod(batch)
     P1 = _start_block(n, b, seed, host_dtype)
     start = np.ascontiguousarray(np.broadcast_to(P1, batch + (n, b)))
-    if xp is None:
-        Y0 = matvec(start)
-        xp = get_namespace(Y0)
-    else:
-        Y0 = matvec(asarray(start, xp=xp, dtype=dtype))
-    _check_block("matvec", Y0, batch + (m, b), xp)
-    check_finite_array("matvec(X)", Y0, xp)
-    tol = _default_tol(tol, Y0.dtype, xp)
+    Y0, xp, tol = _first_product(matvec, start, batch + (m, b), tol, xp, dtype)
 
     def flat_matvec(X):
         out = matvec(xp.reshape(X, batch + (n, X.shape[-1])))
@@ -1234,6 +1220,22 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
     U, S, V, _ = _assemble(gkl.run(xp.reshape(Y0, (c, m, b))), c, xp)
     U, V = fix_signs(U, V, xp)
     return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))
+
+
+def _first_product(matvec, X0, expected: tuple[int, ...], tol, xp, dtype):
+    """``matvec`` on the host start block ``X0``, checked; returns ``(Y0, xp, tol)``.
+
+    Without ``xp`` the operator's own output names the namespace (``X0`` is passed as the
+    NumPy array it is); ``tol`` gets its default from ``Y0``'s dtype.
+    """
+    if xp is None:
+        Y0 = matvec(X0)
+        xp = get_namespace(Y0)
+    else:
+        Y0 = matvec(asarray(X0, xp=xp, dtype=dtype))
+    _check_block("matvec", Y0, expected, xp)
+    check_finite_array("matvec(X)", Y0, xp)
+    return Y0, xp, _default_tol(tol, Y0.dtype, xp)
 
 
 def _check_block(name: str, out, expected: tuple[int, ...], xp) -> None:
