@@ -40,6 +40,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from . import _lanczos
 from ._validation import as_generator, check_choice, check_finite_array, check_int
 from .backend import asarray, astype, get_namespace, matrix_transpose, namespace_name, resolve_dtype, to_numpy
 
@@ -445,6 +446,15 @@ _OPERATOR_METHODS = ("randomized", "krylov")
 #: Krylov block size ``b = k + min(oversample, _KRYLOV_EXTRA)``.
 _KRYLOV_EXTRA = 2
 
+#: Thin-block Lanczos (NumPy): ``BLOCK`` consecutive top-k values within
+#: ``_THIN_CLUSTER_FACTOR * sqrt(tol)`` of each other (relative) send the matrix to the
+#: batched ``k + 2``-wide blocks (see :mod:`ramodel._lanczos`).
+_THIN_CLUSTER_FACTOR = 1.0
+
+#: NumPy: run the thin-block Lanczos first where :func:`ramodel._lanczos.applies` (False:
+#: the batched block Krylov for every matrix, as on the other namespaces).
+_THIN_LANCZOS = True
+
 
 def _orth_block(W, Qprev, xp, local: int | None = None):
     """Orthonormalise the block ``W`` against the orthonormal columns ``Qprev`` (or None).
@@ -807,16 +817,14 @@ def _assemble(results, c: int, xp):
     return U, S, V, ok
 
 
-def _dense_krylov(J, k: int, oversample: int, seed, tol: float, xp):
-    """``method="auto"``: block Krylov per cache-sized chunk, exact fallback per matrix."""
-    m, n = J.shape[-2], J.shape[-1]
-    batch = tuple(J.shape[:-2])
-    Jf = xp.reshape(J, (-1, m, n))
-    c = Jf.shape[0]
+def _gkl_stack(Jf, k: int, oversample: int, seed, tol: float, xp):
+    """Batched block Krylov on a flat stack ``(c, m, n)`` in cache-sized chunks (NumPy) or
+    at once; returns ``U, S, V`` and the host mask of the certified matrices."""
+    c, m, n = Jf.shape
     b, smax = _krylov_sizes(k, min(m, n), oversample)
-    P1 = asarray(_start_block(n, b, seed, np.float64), xp=xp, dtype=J.dtype)
+    P1 = asarray(_start_block(n, b, seed, np.float64), xp=xp, dtype=Jf.dtype)
     if namespace_name(xp) == "numpy":
-        chunk = max(1, _CHUNK_BYTES // (m * n * J.dtype.itemsize))
+        chunk = max(1, _CHUNK_BYTES // (m * n * Jf.dtype.itemsize))
     else:
         chunk = c
     results = []
@@ -831,8 +839,8 @@ def _dense_krylov(J, k: int, oversample: int, seed, tol: float, xp):
         # J (refused) from an overflowing product (exact method).
         if not bool(xp.all(xp.isfinite(first))):
             check_finite_array("J", Jc, xp)
-            results.append((np.arange(lo, hi), xp.zeros((hi - lo, m, k), dtype=J.dtype),
-                            xp.zeros((hi - lo, k), dtype=J.dtype), xp.zeros((hi - lo, n, k), dtype=J.dtype),
+            results.append((np.arange(lo, hi), xp.zeros((hi - lo, m, k), dtype=Jf.dtype),
+                            xp.zeros((hi - lo, k), dtype=Jf.dtype), xp.zeros((hi - lo, n, k), dtype=Jf.dtype),
                             np.zeros(hi - lo, dtype=bool)))
             continue
         if _DENSE_RESTART_BLOCKS:
@@ -843,7 +851,53 @@ def _dense_krylov(J, k: int, oversample: int, seed, tol: float, xp):
             gkl = _GKL(Jc, None, None, P1, k, smax, tol, xp, compact=True)
         for idx, U, S, V, ok in gkl.run(first):
             results.append((idx + lo, U, S, V, ok))
-    U, S, V, ok = _assemble(results, c, xp)
+    return _assemble(results, c, xp)
+
+
+def _thin_stack(Jf, k: int, seed, tol: float):
+    """NumPy only: :func:`ramodel._lanczos.top_k` matrix by matrix; returns ``U, S, V``,
+    the mask of the certified matrices and the reasons of the others (one per matrix)."""
+    c, m, n = Jf.shape
+    dt = Jf.dtype
+    P1T = np.ascontiguousarray(_start_block(n, _lanczos.BLOCK, seed, np.float64).T.astype(dt))
+    U, S, V = np.zeros((c, m, k), dtype=dt), np.zeros((c, k), dtype=dt), np.zeros((c, n, k), dtype=dt)
+    ok = np.zeros(c, dtype=bool)
+    reasons = []
+    cluster_tol = _THIN_CLUSTER_FACTOR * math.sqrt(tol)
+    from threadpoolctl import threadpool_limits
+
+    # Every BLAS call here is a memory-bound product or a tiny factorisation that gains
+    # nothing from more threads, while idle OpenBLAS workers spin and double the CPU
+    # time at 2 threads (RESULTS_spectra.md). The caller's limits are restored after.
+    with threadpool_limits(1, user_api="blas"):
+        for i in range(c):
+            Ji = np.ascontiguousarray(Jf[i])
+            u, si, v, _, reason = _lanczos.top_k(Ji, k, P1T, tol, cluster_tol=cluster_tol)
+            if reason == "overflow":  # a NaN or Inf in J (refused) or a huge J (the batched path)
+                check_finite_array("J", Ji, np)
+            if u is not None:
+                U[i], S[i], V[i], ok[i] = u, si, v, True
+            reasons.append(reason)
+    return U, S, V, ok, reasons
+
+
+def _dense_krylov(J, k: int, oversample: int, seed, tol: float, xp):
+    """``method="auto"``: on NumPy, thin-block Lanczos per matrix where it applies; the
+    batched block Krylov for the rest (and on other namespaces); exact fallback per matrix."""
+    m, n = J.shape[-2], J.shape[-1]
+    batch = tuple(J.shape[:-2])
+    Jf = xp.reshape(J, (-1, m, n))
+    c = Jf.shape[0]
+    if _THIN_LANCZOS and namespace_name(xp) == "numpy" and _lanczos.applies(m, n, k):
+        U, S, V, ok, _ = _thin_stack(Jf, k, seed, tol)
+        if not ok.all():
+            bad = np.nonzero(~ok)[0]
+            with np.errstate(over="ignore"):  # a huge J: its scale estimates may overflow
+                Ub, Sb, Vb, okb = _gkl_stack(Jf[bad], k, oversample, seed, tol, xp)
+            U[bad], S[bad], V[bad], ok[bad] = Ub, Sb, Vb, okb
+    else:
+        with np.errstate(over="ignore"):
+            U, S, V, ok = _gkl_stack(Jf, k, oversample, seed, tol, xp)
     if not ok.all():
         bad = np.nonzero(~ok)[0]
         exact = _svd if _exact_method(m, n, xp) == "svd" else _gram

@@ -32,6 +32,13 @@ def _mT(x):
     return np.swapaxes(x, -1, -2)
 
 
+@pytest.fixture(autouse=True)
+def _batched_path_only(monkeypatch):
+    """These tests are about the batched block Krylov (``_GKL``); the thin-block path that
+    NumPy runs first on large matrices has its own tests in ``test_lanczos.py``."""
+    monkeypatch.setattr(sp, "_THIN_LANCZOS", False)
+
+
 def _haar(rng, batch, d):
     Q, R = np.linalg.qr(rng.standard_normal(batch + (d, d)))
     return Q * np.sign(np.diagonal(R, axis1=-2, axis2=-1))[..., None, :]

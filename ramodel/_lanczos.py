@@ -1,0 +1,329 @@
+"""Certified top-k singular triplets of one dense NumPy matrix by thin-block Lanczos.
+
+This is the first stage of ``top_singular(method="auto")`` on NumPy for matrices large
+enough that a Python loop over the stack costs little (:func:`applies`). Each matrix is
+worked on alone, so it stays in cache for every product. The products take blocks of
+``BLOCK = 2`` vectors: that is a memory-bound kernel that reads ``J`` once, like a
+matrix-vector product, and it costs about as much as one. So two Krylov vectors come
+for the price of one (measured in ``benchmarks/RESULTS_spectra.md``). A thin block
+gains more Krylov degree per pass over ``J`` than the ``k + 2``-wide blocks of the
+batched path.
+
+The method is block Lanczos on ``A = J^T J`` with full reorthogonalisation and thick
+restarts:
+
+* ``P`` is an orthonormal basis of the block Krylov space of ``A`` started from ``P_1``;
+  the raw products ``J P`` and ``A P = J^T (J P)`` are kept;
+* ``T = P^T A P`` is assembled from the Gram-Schmidt coefficients of each new product
+  (no extra pass); its top eigenpairs ``(theta_i, y_i)`` give ``v_i = P y_i``,
+  ``s_i = sqrt(theta_i)`` and ``u_i = J v_i / s_i``;
+* a residual estimate ``|R y_i| / s_i`` (``R`` the newest block's QR factor) costs no
+  product. A check passes when the estimate is below ``tol * s_1``. Then ``U`` is
+  polished to orthonormal columns (one Cholesky QR) and the explicit certificate is
+  computed from the stored products and small matrices: both residuals
+  ``J v_i - s_i u_i`` and ``J^T u_i - s_i v_i``, and the orthonormality of ``U`` and
+  ``V`` (see :func:`_certificate`);
+* the basis is compressed to its ``keep`` best Ritz vectors when it would exceed
+  ``max_cols`` columns (thick restart; Wu and Simon 2000).
+
+The method never guesses. It returns ``None`` with a reason, and the caller then uses
+the batched ``k + 2``-wide block method, when any of these holds:
+
+* ``cluster``: ``b`` consecutive top-k values agree to ``cluster_tol``. A Krylov space
+  grown from ``b`` vectors holds at most ``b`` directions of an exactly repeated
+  singular value. A run of ``b`` equal values inside the top ``k - 1`` may therefore
+  hide a missing copy. Below that, none can be missing; see :func:`_hides_copy`;
+* ``certificate``: the free estimate passed but the explicit certificate did not. The
+  usual cause is a tiny ``s_k`` (rank-deficient ``J``): ``u = J v / s`` is then not
+  accurately orthonormal;
+* ``stalled``: the residual estimates stagnate, or their geometric pace cannot reach
+  ``tol`` within the product budget;
+* ``budget``: ``max_products`` products were made without a certificate;
+* ``overflow``: a product overflowed (a finite but huge ``J``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Vectors per product (see the module docstring).
+BLOCK = 2
+
+#: Smallest ``min(m, n)`` and ``m * n`` for which the per-matrix path is used. Below,
+#: the Python overhead per Lanczos step (~50 us) outweighs the cache gain, and the
+#: batched path is faster (measured in benchmarks/RESULTS_spectra.md).
+MIN_SIDE = 128
+MIN_ENTRIES = 160 * 160
+
+#: A run is given up when its extrapolated residual misses ``tol`` by this factor, or
+#: when the estimate falls by less than this ratio per step (stagnation).
+GIVE_UP_FACTOR = 1e3
+STALL_RATE = 0.97
+
+#: Checks (an ``eigh`` of ``T``, ~0.1 ms at 40 columns) are scheduled at the number of
+#: steps the residual estimate needs at its pace since the previous check, divided by
+#: ``CHECK_SAFETY`` (Krylov convergence is superlinear, so the pace predicts late) and
+#: at most ``CHECK_MAX_STEPS`` steps apart.
+CHECK_SAFETY = 1.5
+CHECK_MAX_STEPS = 4
+
+
+def applies(m: int, n: int, k: int) -> bool:
+    """True when :func:`top_k` is worth running on an ``(m, n)`` matrix for ``k`` triplets."""
+    r = min(m, n)
+    return r >= MIN_SIDE and m * n >= MIN_ENTRIES and sizes(k, r)[0] + BLOCK < r
+
+
+def sizes(k: int, r: int) -> tuple[int, int, int]:
+    """``(max_cols, keep, max_products)`` for ``k`` triplets of a matrix with ``min(m, n) = r``.
+
+    The basis holds at most ``max_cols = max(40, 4 k)`` columns, rounded to whole blocks
+    and below ``r``. A restart keeps ``keep = max(k + BLOCK, max_cols / 2)`` Ritz vectors.
+    The budget is ``max_products = 3 max_cols`` products, which is 60 Lanczos steps at
+    ``k <= 10``; the slowest trained-net matrices measured need 23."""
+    b = BLOCK
+    max_cols = max(40, 4 * k)
+    max_cols = min(max_cols, r - 2 * b)
+    max_cols -= max_cols % b
+    keep = max(k + b, max_cols // 2)
+    keep -= keep % b
+    return max_cols, keep, 3 * max_cols
+
+
+def _hides_copy(S: np.ndarray, b: int, k: int, cluster_tol: float) -> bool:
+    """True when ``b`` consecutive values ending before position ``k`` agree to ``cluster_tol``.
+
+    Suppose the true value ``sigma`` has multiplicity above ``b`` and first sits at
+    position ``q``. The Krylov space holds only ``b`` of its copies, at ``q, ..., q + b - 1``.
+    A copy is missing from the top ``k`` only if ``q + b <= k``. The ``b`` copies then form
+    a run inside the first ``k - 1`` positions. So a run of fewer than ``b`` values there,
+    or a run that reaches position ``k``, cannot hide a missing copy. A run can reach ``k``
+    when the repeated value straddles the cut, and then any ``k`` of its copies are right.
+    """
+    for i in range(0, k - b):  # runs S[i .. i + b - 1] with i + b <= k - 1 (0-indexed)
+        if S[i] - S[i + b - 1] <= cluster_tol * S[i]:
+            return True
+    return False
+
+
+def _orth(PT, W, T, D: int, b: int, local: bool):
+    """Orthonormalise the rows of ``W (b, n)`` against ``PT[:D + b]`` (CGS2, then a QR).
+
+    Writes the coefficients into ``T[:D + b, D:D + b]`` and returns ``(Qn (b, n), R (b, b))``
+    (or ``(None, None)`` when ``W`` is not finite), with
+    ``W^T = PT[:D + b]^T T[:D + b, D:D + b] + Qn^T R``. With ``local``, the first pass
+    projects out only the last two blocks, the only ones the Lanczos recurrence couples
+    ``W`` to in exact arithmetic; the second pass projects out all of them. A block whose
+    projection has (numerically) dependent rows gets fresh directions: the QR's
+    completion columns, projected out of the basis once more. Lanczos then continues
+    past an invariant subspace (for example a rank-deficient ``J``). ``W`` itself is not
+    modified."""
+    Pall = PT[: D + b]
+    G = W @ W.T
+    scale = max(float(G[i, i]) for i in range(b))
+    if not math.isfinite(scale):
+        return None, None
+    if local:
+        Pl = PT[D - b : D + b]
+        C = Pl @ W.T
+        W = W - C.T @ Pl
+        T[D - b : D + b, D : D + b] = C
+    else:
+        C = Pall @ W.T
+        W = W - C.T @ Pall
+        T[: D + b, D : D + b] = C
+    C = Pall @ W.T
+    W -= C.T @ Pall
+    T[: D + b, D : D + b] += C
+    if b == 2 and scale > 0:
+        QR = _chol_qr2(W, scale)
+        if QR is not None:
+            return QR
+    Q, R = np.linalg.qr(W.T)
+    if not scale > 0 or min(abs(R[i, i]) for i in range(b)) ** 2 <= _DEPENDENT * scale:
+        Q = Q - Pall.T @ (Pall @ Q)
+        Q = Q - Pall.T @ (Pall @ Q)
+        Q, _ = np.linalg.qr(Q)
+        R = Q.T @ W.T
+    return Q.T, R
+
+
+#: A projected block whose squared QR diagonal falls below this fraction of the raw
+#: block's largest squared row norm is treated as dependent (fresh directions).
+_DEPENDENT = 1e-12
+
+
+def _chol2(W):
+    """Upper ``R (2, 2)`` and ``R^-T`` with ``W W^T = R^T R`` for two rows, or None when the
+    rows are too close to dependent for a Gram-based QR (``r_22^2 <= 1e-8 g_22``)."""
+    G = W @ W.T
+    g11, g12, g22 = float(G[0, 0]), float(G[0, 1]), float(G[1, 1])
+    if not g11 > 0:
+        return None
+    r11 = math.sqrt(g11)
+    r12 = g12 / r11
+    d = g22 - r12 * r12
+    if not d > 1e-8 * g22:
+        return None
+    r22 = math.sqrt(d)
+    R = np.array([[r11, r12], [0.0, r22]])
+    Rit = np.array([[1.0 / r11, 0.0], [-r12 / (r11 * r22), 1.0 / r22]])
+    return R, Rit
+
+
+def _chol_qr2(W, scale: float):
+    """CholeskyQR2 of the rows of ``W (2, n)``: ``(Q (2, n), R (2, 2))`` with ``W = R^T Q``
+    and orthonormal rows ``Q``, or None (ill-conditioned or dependent: the caller's
+    Householder QR handles those). Two Gram-based passes: the second restores the
+    orthogonality the first loses to rounding (Fukaya et al. 2014)."""
+    first = _chol2(W)
+    if first is None or min(first[0][0, 0], first[0][1, 1]) ** 2 <= _DEPENDENT * scale:
+        return None
+    R1, R1it = first
+    Q1 = (R1it @ W).astype(W.dtype, copy=False)
+    second = _chol2(Q1)
+    if second is None:
+        return None
+    R2, R2it = second
+    Q = (R2it @ Q1).astype(W.dtype, copy=False)
+    return Q, (R2 @ R1).astype(W.dtype, copy=False)
+
+
+def _certificate(PT, YT, ZT, Yk, s):
+    """The explicit certificate of the Ritz triplets ``(s_i, v_i = P y_i)`` from the stored
+    products; returns ``(U (m, k), V (n, k), res, orth)``.
+
+    ``U_0 = (J P) Y_k / s`` is ``J V / s`` exactly, but it is orthonormal only to about
+    ``eps (s_1 / s_k)^2``, so it is polished once by Cholesky QR: ``U = U_0 R^-1`` with
+    ``R^T R = U_0^T U_0``. The residuals are then those of the returned ``U``, from the
+    stored products and small matrices only: ``J V - U S = U_0 S - U S`` and
+    ``J^T U = (J^T J P) Y_k S^-1 R^-1``. ``res`` is the largest
+    ``sqrt(|J v_i - s_i u_i|^2 + |J^T u_i - s_i v_i|^2) / s_1`` and ``orth`` the largest
+    entry of ``|U^T U - I|`` and ``|V^T V - I|`` (``inf`` when ``U_0`` is not of full rank)."""
+    k = s.shape[0]
+    V = PT.T @ Yk
+    U0 = (YT.T @ Yk) / s
+    JtU0 = (ZT.T @ Yk) / s
+    try:
+        L = np.linalg.cholesky(U0.T @ U0)
+    except np.linalg.LinAlgError:
+        return U0, V, math.inf, math.inf
+    Rinv = np.linalg.inv(L.T)
+    U = U0 @ Rinv
+    right = (U0 - U) * s
+    left = JtU0 @ Rinv - V * s
+    res = math.sqrt(float(np.max(np.sum(right * right, axis=0) + np.sum(left * left, axis=0)))) / float(s[0])
+    eye = np.eye(k, dtype=U.dtype)
+    orth = max(float(np.max(np.abs(U.T @ U - eye))), float(np.max(np.abs(V.T @ V - eye))))
+    if not math.isfinite(res):
+        res = math.inf
+    return U.astype(PT.dtype, copy=False), V, res, orth
+
+
+def top_k(J, k: int, P1T, tol: float, *, cluster_tol: float):
+    """Certified top-``k`` triplets of one matrix, or ``None`` and the reason.
+
+    Parameters
+    ----------
+    J : numpy.ndarray, shape (m, n)
+        Real floating matrix, finite (checked by the caller).
+    k : int
+        Number of triplets, ``1 <= k`` and ``sizes(k, min(m, n))[0] + BLOCK < min(m, n)``.
+    P1T : numpy.ndarray, shape (BLOCK, n)
+        Orthonormal rows: the start block, in ``J``'s dtype.
+    tol : float
+        The certificate: ``sqrt(|J v_i - s_i u_i|^2 + |J^T u_i - s_i v_i|^2) <= tol * s_1``
+        for every ``i``, and ``|U^T U - I|``, ``|V^T V - I| <= tol`` entrywise.
+    cluster_tol : float
+        Relative tolerance of the ``cluster`` rule (module docstring).
+
+    Returns
+    -------
+    tuple
+        ``(U (m, k), S (k,), V (n, k), products, reason)``; ``U``, ``S`` and ``V`` are None
+        when the matrix is declined, and ``reason`` is then one of ``"cluster"``,
+        ``"certificate"``, ``"stalled"``, ``"budget"``, ``"overflow"`` (else
+        ``"certified"``).
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _run(J, k, P1T, tol, cluster_tol)
+
+
+def _run(J, k: int, P1T, tol: float, cluster_tol: float):
+    m, n = J.shape
+    b = P1T.shape[0]
+    dt = J.dtype
+    max_cols, keep, max_products = sizes(k, min(m, n))
+    PT = np.empty((max_cols + b, n), dtype=dt)  # basis rows
+    ZT = np.empty((max_cols, n), dtype=dt)  # rows of (J^T J P)^T
+    YT = np.empty((max_cols, m), dtype=dt)  # rows of (J P)^T
+    T = np.zeros((max_cols, max_cols), dtype=dt)  # upper triangle of P^T J^T J P
+    PT[:b] = P1T
+    JT = J.T
+    D, local, products = 0, False, 0
+    hist: list[tuple[int, float]] = []
+    next_check = 0
+    while True:
+        # the products go straight into their rows of YT and ZT
+        Y = np.matmul(PT[D : D + b], JT, out=YT[D : D + b])
+        W = np.matmul(Y, J, out=ZT[D : D + b])
+        products += 2
+        # a NaN or Inf of J (or an overflow) makes W non-finite: checked on the first
+        # product here, and on every later one through the norms _orth computes
+        if products == 2 and not np.isfinite(W).all():
+            return None, None, None, products, "overflow"
+        Qn, R = _orth(PT, W, T, D, b, local)
+        if Qn is None:
+            return None, None, None, products, "overflow"
+        D += b
+        local = True
+        restart = D + b > max_cols
+        last = products + 2 > max_products
+        if not (D >= k + b and (products >= next_check or restart or last)):
+            PT[D : D + b] = Qn
+            continue
+        theta, Yv = np.linalg.eigh(T[:D, :D], UPLO="U")
+        theta, Yv = theta[::-1], Yv[:, ::-1]
+        th = np.maximum(theta[:k], 0.0)
+        s = np.sqrt(th)
+        s1 = float(s[0])
+        if not s1 > 0:  # J P = 0 so far: J vanishes on the Krylov space
+            return None, None, None, products, "certificate"
+        est = float(np.max(np.sqrt(np.sum((R @ Yv[D - b : D, :k]) ** 2, axis=0)) / s)) / s1
+        if not math.isfinite(est):
+            est = math.inf
+        if est <= tol:
+            # the estimate passed: the explicit certificate decides, once
+            if not float(s[-1]) > 0:
+                return None, None, None, products, "certificate"
+            U, V, res, orth = _certificate(PT[:D], YT[:D], ZT[:D], Yv[:, :k], s)
+            if not (res <= tol and orth <= tol):
+                return None, None, None, products, "certificate"
+            if _hides_copy(s, b, k, cluster_tol):
+                return None, None, None, products, "cluster"
+            return U, s, V, products, "certified"
+        left_products = max_products - products
+        if left_products < 2:
+            return None, None, None, products, "budget"
+        if hist:
+            p0, e0 = hist[-1]
+            rate = (est / e0) ** (2.0 / (products - p0)) if e0 > 0 and math.isfinite(est) else 1.0  # per step
+            if len(hist) >= 3 and (rate >= STALL_RATE or est * rate ** (left_products / 2) > GIVE_UP_FACTOR * tol):
+                return None, None, None, products, "stalled"
+            need = math.log(tol / est) / math.log(rate) if 0 < rate < 1 and est > tol else 1.0
+            next_check = products + 2 * max(1, min(int(need / CHECK_SAFETY), CHECK_MAX_STEPS))
+        else:
+            next_check = products + 2
+        hist.append((products, est))
+        if restart:
+            Yl = Yv[:, :keep]
+            PT[:keep] = Yl.T @ PT[:D]
+            YT[:keep] = Yl.T @ YT[:D]
+            ZT[:keep] = Yl.T @ ZT[:D]
+            T[:] = 0.0
+            ind = np.arange(keep)
+            T[ind, ind] = theta[:keep]
+            D, local = keep, False
+        PT[D : D + b] = Qn
