@@ -1243,12 +1243,9 @@ def top_singular_operator(
     return TopSingular(U, S, V)
 
 
-def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, host_dtype, dtype):
-    """``top_singular_operator`` with ``power_iters="auto"``: certified block Krylov."""
+def _flat_operators(matvec, rmatvec, batch, m, n, xp):
+    """The user's products on flat stacks ``(c, n, p) -> (c, m, p)`` and back, checked."""
     c = math.prod(batch)
-    P1 = _start_block(n, b, seed, host_dtype)
-    start = np.ascontiguousarray(np.broadcast_to(P1, batch + (n, b)))
-    Y0, xp, tol = _first_product(matvec, start, batch + (m, b), tol, xp, dtype)
 
     def flat_matvec(X):
         out = matvec(xp.reshape(X, batch + (n, X.shape[-1])))
@@ -1262,6 +1259,44 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
         check_finite_array("rmatvec(Y)", out, xp)
         return xp.reshape(out, (c, n, Y.shape[-1]))
 
+    return flat_matvec, flat_rmatvec
+
+
+def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, host_dtype, dtype):
+    """``top_singular_operator(method="krylov")``: thin-block Lanczos on all operators at
+    once where it applies, then the certified block Krylov for any it declines."""
+    c = math.prod(batch)
+    thin = None
+    if _THIN_LANCZOS and _lanczos.operator_applies(m, n, k):
+        bt = _lanczos.BLOCK
+        X0 = np.ascontiguousarray(np.broadcast_to(_start_block(n, bt, seed, host_dtype), batch + (n, bt)))
+        Y0, xp, tol = _first_product(matvec, X0, batch + (m, bt), tol, xp, dtype)
+        mv, rmv = _flat_operators(matvec, rmatvec, batch, m, n, xp)
+        X0x = xp.reshape(asarray(X0, xp=xp, dtype=Y0.dtype), (c, n, bt))
+        thin = _lanczos.top_k_operators(mv, rmv, xp.reshape(Y0, (c, m, bt)), X0x, k, tol, xp,
+                                        cluster_tol=_THIN_CLUSTER_FACTOR * math.sqrt(tol), mT=_mT)
+        U, S, V, reasons, _ = thin
+        if all(r == "certified" for r in reasons):
+            U, V = fix_signs(U, V, xp)
+            return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))
+    U, S, V, xp = _operator_gkl(matvec, rmatvec, batch, m, n, k, b, seed, tol, xp, host_dtype, dtype)
+    if thin is not None:  # keep the thin path's certified operators, the block Krylov's for the rest
+        Ut, St, Vt, reasons, _ = thin
+        for i, r in enumerate(reasons):
+            if r == "certified":
+                U[i, ...], S[i, ...], V[i, ...] = Ut[i, ...], St[i, ...], Vt[i, ...]
+    U, V = fix_signs(U, V, xp)
+    return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))
+
+
+def _operator_gkl(matvec, rmatvec, batch, m, n, k, b, seed, tol, xp, host_dtype, dtype):
+    """The certified block Krylov (``_GKL``) on operators: flat ``U (c, m, k)``, ``S``, ``V``
+    and the namespace (found from the first product when ``xp`` is None)."""
+    c = math.prod(batch)
+    P1 = _start_block(n, b, seed, host_dtype)
+    start = np.ascontiguousarray(np.broadcast_to(P1, batch + (n, b)))
+    Y0, xp, tol = _first_product(matvec, start, batch + (m, b), tol, xp, dtype)
+    flat_matvec, flat_rmatvec = _flat_operators(matvec, rmatvec, batch, m, n, xp)
     P1x = asarray(P1, xp=xp, dtype=Y0.dtype)
     # No exact fallback here: never give up early; keep the bases small by thick restarts
     # (orthogonalisation and the small SVDs grow with the basis) and stop after a budget
@@ -1272,8 +1307,7 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
     gkl = _GKL(None, flat_matvec, flat_rmatvec, P1x, k, cap, tol, xp, compact=False, give_up=False,
                max_passes=_OPERATOR_MAX_PASSES, keep_cols=keep)
     U, S, V, _ = _assemble(gkl.run(xp.reshape(Y0, (c, m, b))), c, xp)
-    U, V = fix_signs(U, V, xp)
-    return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))
+    return U, S, V, xp
 
 
 def _first_product(matvec, X0, expected: tuple[int, ...], tol, xp, dtype):

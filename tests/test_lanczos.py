@@ -15,7 +15,7 @@ from test_spectra_peers import _check_against_svd, _haar, _make, _mT
 
 from ramodel import _lanczos
 from ramodel import spectra as sp
-from ramodel.spectra import top_singular, triplet_residual
+from ramodel.spectra import top_singular, top_singular_operator, triplet_residual
 
 EPS = np.finfo(np.float64).eps
 TOL = math.sqrt(EPS)
@@ -261,3 +261,76 @@ def test_orth_gives_fresh_directions_for_a_dependent_block():
     Q, R = _lanczos._orth(PT, W, T, D, b, False)
     np.testing.assert_allclose(PT.T @ T[:, D:] + Q.T @ R, W.T, atol=1e-12)
     assert R[1, 0] == 0
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+def _operators(J, counter=None):
+    def matvec(X):
+        if counter is not None:
+            counter["mv"] += 1
+        return J @ X
+
+    def rmatvec(Y):
+        if counter is not None:
+            counter["rmv"] += 1
+        return _mT(J) @ Y
+
+    return matvec, rmatvec
+
+
+class _OperatorGKLSpy:
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        orig = sp._operator_gkl
+
+        def gkl(*args, **kwargs):
+            self.calls += 1
+            return orig(*args, **kwargs)
+
+        monkeypatch.setattr(sp, "_operator_gkl", gkl)
+
+
+@pytest.mark.parametrize("kind", ["gapless", "gapped", "decaying"])
+def test_operator_thin_path_matches_svd(kind, monkeypatch):
+    spy = _OperatorGKLSpy(monkeypatch)
+    J = _make([kind] * 4, 220, 200, seed=12).reshape(2, 2, 220, 200)
+    counter = {"mv": 0, "rmv": 0}
+    T = top_singular_operator(*_operators(J, counter), J.shape, 6, method="krylov")
+    assert spy.calls == 0  # certified on the thin path, all operators in each product
+    _check_against_svd(J, T, 6)
+    assert counter["mv"] + counter["rmv"] <= _lanczos.operator_sizes(6, 200)[2]
+
+
+def test_operator_thin_path_declines_repeats_to_the_block_krylov(monkeypatch):
+    """A value repeated three times (more than the block's two vectors) goes to the block
+    Krylov; the other operators keep their thin-path result."""
+    rng = np.random.default_rng(3)
+    s = np.concatenate([[3, 2.5, 2, 1, 1, 1], 0.9 * 0.9 ** np.arange(194)])
+    J = np.stack([_with_spectrum(s, 200, 200, rng), _make(["gapped"], 200, 200, seed=1)[0]])
+    spy = _OperatorGKLSpy(monkeypatch)
+    T = top_singular_operator(*_operators(J), J.shape, 7, method="krylov")
+    assert spy.calls == 1
+    _check_against_svd(J, T, 7)
+    np.testing.assert_allclose(T.S[0], s[:7], atol=1e-12)
+
+
+def test_operator_thin_path_uncertified_keeps_ritz_triplets():
+    J = _make(["flat"] * 2, 160, 160, seed=13)
+    T = top_singular_operator(*_operators(J), J.shape, 4, method="krylov")
+    s_ref = np.linalg.svd(J, compute_uv=False)[..., :4]
+    assert np.all(T.S <= s_ref + 1e-12)
+    assert np.max(np.abs(_mT(T.U) @ T.U - np.eye(4))) <= 1e3 * EPS
+
+
+def test_operator_thin_path_array_api_strict(monkeypatch):
+    xs = pytest.importorskip("array_api_strict")
+    spy = _OperatorGKLSpy(monkeypatch)
+    J = _make(["decaying"] * 2, 160, 150, seed=14)
+    Js = xs.asarray(J)
+    T = top_singular_operator(lambda X: Js @ xs.asarray(X), lambda Y: xs.matrix_transpose(Js) @ Y,
+                              J.shape, 3, method="krylov")
+    assert spy.calls == 0
+    assert type(T.S).__module__.startswith("array_api_strict")
+    np.testing.assert_allclose(np.asarray(T.S), np.linalg.svd(J, compute_uv=False)[..., :3], rtol=1e-12)
