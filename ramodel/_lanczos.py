@@ -39,7 +39,10 @@ the batched ``k + 2``-wide block method, when any of these holds:
 * ``stalled``: the residual estimates stagnate, or their geometric pace cannot reach
   ``tol`` within the product budget;
 * ``budget``: ``max_products`` products were made without a certificate;
-* ``overflow``: a product overflowed (a finite but huge ``J``).
+* ``overflow``: a product overflowed. The path squares ``J``, so it needs
+  ``s_1`` within about ``1e-70 .. 1e70`` in float64 (``1e-8 .. 1e8`` in float32); beyond,
+  products overflow or underflow (the latter shows as ``certificate``). The caller
+  retries such a matrix once, scaled by a power of two (exact), before sending it on.
 """
 
 from __future__ import annotations
@@ -54,10 +57,12 @@ from .backend import asarray, to_numpy
 BLOCK = 2
 
 #: Smallest ``min(m, n)`` and ``m * n`` for which the per-matrix path is used. Below,
-#: the Python overhead per Lanczos step (~50 us) outweighs the cache gain, and the
-#: batched path is faster (measured in benchmarks/RESULTS_spectra.md).
+#: the Python overhead per Lanczos step (~50 us) starts to outweigh the cache gain: on
+#: 64 gapped 96 x 96 matrices the batched path was 1.2x faster, on 128 x 128 1.15x, and
+#: the thin path 1.2x faster from 160 x 160 (2-3x on a gapless spectrum at every size;
+#: benchmarks/RESULTS_spectra.md).
 MIN_SIDE = 128
-MIN_ENTRIES = 160 * 160
+MIN_ENTRIES = 128 * 128
 
 #: A run is given up when its extrapolated residual misses ``tol`` by this factor, or
 #: when the estimate falls by less than this ratio per step (stagnation).
@@ -80,7 +85,7 @@ OPERATOR_CHECK_MAX_STEPS = 12
 def applies(m: int, n: int, k: int) -> bool:
     """True when :func:`top_k` is worth running on an ``(m, n)`` matrix for ``k`` triplets."""
     r = min(m, n)
-    return r >= MIN_SIDE and m * n >= MIN_ENTRIES and sizes(k, r)[0] + BLOCK < r
+    return r >= MIN_SIDE and m * n >= MIN_ENTRIES and 2 * sizes(k, r)[0] <= r
 
 
 def sizes(k: int, r: int) -> tuple[int, int, int]:
@@ -129,7 +134,7 @@ def _orth(PT, W, T, D: int, b: int, local: bool):
     modified."""
     Pall = PT[: D + b]
     G = W @ W.T
-    scale = max(float(G[i, i]) for i in range(b))
+    scale = float(np.max(np.diagonal(G)))  # NaN-propagating, unlike the builtin max
     if not math.isfinite(scale):
         return None, None
     if local:
@@ -237,7 +242,7 @@ def top_k(J, k: int, P1T, tol: float, *, cluster_tol: float):
     J : numpy.ndarray, shape (m, n)
         Real floating matrix, finite (checked by the caller).
     k : int
-        Number of triplets, ``1 <= k`` and ``sizes(k, min(m, n))[0] + BLOCK < min(m, n)``.
+        Number of triplets, ``1 <= k`` with ``2 sizes(k, min(m, n))[0] <= min(m, n)``.
     P1T : numpy.ndarray, shape (BLOCK, n)
         Orthonormal rows: the start block, in ``J``'s dtype.
     tol : float

@@ -14,13 +14,15 @@ through JVPs/VJPs), so two things are fixed in one place:
 
 Design constraints:
 
-1. Batched only: every step is one batched call (matmul, QR, eigh, SVD of small
-   matrices) over the stack ``(..., m, n)``; there is no Python loop over
-   matrices. The Python loops are over power iterations (or Krylov blocks) and, for
-   the default ``method="auto"`` on NumPy only, over cache-sized chunks of the stack
-   (about 8 MiB of ``J`` each, run to convergence one after the other so that every
-   product after the first reads ``J`` from cache; measured in
-   ``benchmarks/RESULTS_spectra.md``). Other namespaces get the whole stack at once.
+1. Batched, except where a loop is measured to be faster: every step is one batched
+   call (matmul, QR, eigh, SVD of small matrices) over the stack ``(..., m, n)``. The
+   Python loops are over power iterations (or Krylov blocks) and, for the default
+   ``method="auto"`` on NumPy only, over the matrices of the stack. Matrices of at
+   least 128 on a side are worked on one at a time by the thin-block Lanczos of
+   :mod:`ramodel._lanczos` (each stays in cache, and a product with 2 vectors costs what
+   a matrix-vector product costs). The batched block Krylov that takes the matrices it
+   declines runs on cache-sized chunks (about 8 MiB of ``J`` each). Both are measured in
+   ``benchmarks/RESULTS_spectra.md``. Other namespaces get the whole stack at once.
 2. Namespace-generic: the namespace comes from the input
    (:func:`ramodel.backend.get_namespace`), so NumPy, CuPy and any array-API library
    with the ``linalg`` extension work; nothing is imported to find out.
@@ -451,6 +453,11 @@ _KRYLOV_EXTRA = 2
 #: batched ``k + 2``-wide blocks (see :mod:`ramodel._lanczos`).
 _THIN_CLUSTER_FACTOR = 1.0
 
+#: Thin-block Lanczos: a matrix it declines for overflow or its certificate is retried
+#: once, scaled by a power of two to ``max |J| ~ 1``, when ``max |J|`` lies outside this
+#: range (it squares ``J``; see :mod:`ramodel._lanczos`).
+_THIN_SAFE_RANGE = (2.0**-16, 2.0**16)
+
 #: NumPy: run the thin-block Lanczos first where :func:`ramodel._lanczos.applies` (False:
 #: the batched block Krylov for every matrix, as on the other namespaces).
 _THIN_LANCZOS = True
@@ -873,8 +880,17 @@ def _thin_stack(Jf, k: int, seed, tol: float):
         for i in range(c):
             Ji = np.ascontiguousarray(Jf[i])
             u, si, v, _, reason = _lanczos.top_k(Ji, k, P1T, tol, cluster_tol=cluster_tol)
-            if reason == "overflow":  # a NaN or Inf in J (refused) or a huge J (the batched path)
+            if reason == "overflow":  # a NaN or Inf in J (refused), or a huge J
                 check_finite_array("J", Ji, np)
+            if u is None and reason in ("overflow", "certificate"):
+                # J^T J over- or underflows outside |J| ~ 2^-64 .. 2^64 (float64): retry once
+                # with J scaled by a power of two (exact), then scale S back
+                amax = float(np.max(np.abs(Ji)))
+                if amax > 0 and not _THIN_SAFE_RANGE[0] <= amax <= _THIN_SAFE_RANGE[1]:
+                    e = -math.frexp(amax)[1]
+                    u, si, v, _, reason = _lanczos.top_k(np.ldexp(Ji, e), k, P1T, tol, cluster_tol=cluster_tol)
+                    if u is not None:
+                        si = np.ldexp(si, -e)
             if u is not None:
                 U[i], S[i], V[i], ok[i] = u, si, v, True
             reasons.append(reason)
@@ -945,7 +961,7 @@ def top_singular(
           iterations, from batched matmuls, skinny QRs and an SVD of small
           ``(k + oversample)``-square matrices.
         - ``"auto"``: when ``min(m, n) > 32`` and ``4 (k + oversample) <= min(m, n)``,
-          a certified block Krylov method (below; with an integer ``power_iters``,
+          certified Krylov methods (below; with an integer ``power_iters``,
           ``"randomized"`` with the residual test instead), after which every
           matrix whose certificate fails (see ``tol``) is recomputed with the
           backend's exact method; otherwise that exact method directly. The exact method is
@@ -1043,7 +1059,19 @@ def top_singular(
       exact one. On flat spectra (e.g. square Gaussian matrices) the cap is hit
       before the test passes; ``"auto"`` then falls back to the exact method for
       those matrices. ``J^T U = V diag(S)`` holds to rounding by construction.
-    - ``"auto"`` (block Krylov): block Golub-Kahan-Lanczos with blocks of
+    - ``"auto"`` on NumPy, for matrices with ``min(m, n) >= 128`` (thin-block Lanczos,
+      :mod:`ramodel._lanczos`): each matrix alone, block Lanczos on ``J^T J`` with blocks
+      of 2 vectors from a Gaussian start shared by the stack, full reorthogonalisation,
+      thick restarts at 40 columns (``4 k`` for larger ``k``), a free residual estimate at
+      checks scheduled from its pace, and the same explicit certificate (both residuals
+      from the stored products ``J P`` and ``J^T J P``; ``U`` polished to orthonormal by
+      one Cholesky QR). Its BLAS calls run on one thread (``threadpoolctl``). A block
+      smaller than ``k`` holds at most 2 copies of an exactly repeated singular value,
+      so a matrix with 2 top-k values within ``sqrt(tol)`` (relative) of each other,
+      ending before position ``k``, is declined, as are matrices whose certificate fails
+      (e.g. ``k`` above the rank), whose residual stalls, or that overflow: they go to the
+      block Krylov below.
+    - ``"auto"`` (block Krylov; every namespace): block Golub-Kahan-Lanczos with blocks of
       ``b = k + min(oversample, 2)`` vectors, started from one Gaussian block shared
       by the stack, with full reorthogonalisation (a Lanczos-local Gram-Schmidt pass
       then a full one), the projected matrix ``B = Q^T J P`` assembled from the
@@ -1058,7 +1086,7 @@ def top_singular(
       or whose residual stagnates, gets the exact method. The certificate bounds
       the same quantities as for ``"randomized"``; by construction ``S`` never
       exceeds the true values. On NumPy the stack is processed in chunks of about
-      8 MiB of ``J``. Compared with ARPACK, scikit-learn and fbpca in
+      8 MiB of ``J``. Both are compared with ARPACK, scikit-learn and fbpca in
       ``benchmarks/RESULTS.md``.
     - For repeated or clustered singular values, individual vectors are not
       unique for any method; compare subspaces (projectors) instead.
@@ -1159,8 +1187,13 @@ def top_singular_operator(
     method : {"randomized", "krylov"}, default "randomized"
         ``"randomized"``: the range finder above (the algorithm
         ``ramodel.torch.export_jacobians`` mirrors). ``"krylov"`` (with
-        ``power_iters`` ignored): the certified block Krylov method of
-        :func:`top_singular` (``method="auto"``) on products: blocks of
+        ``power_iters`` ignored): the certified Krylov methods of
+        :func:`top_singular` (``method="auto"``) on products. First, where
+        ``min(m, n) >= 128``, the thin-block Lanczos on ``J^T J`` for all operators at
+        once: blocks of 2 vectors per operator and per call, thick restarts at 60
+        columns (``6 k`` for larger ``k``), at most 600 products, and the same
+        certificate and repeated-value rule. Then, for the operators it declines (and
+        for every operator below that size), the block Krylov: blocks of
         ``b = k + min(oversample, 2)`` vectors, thick restarts at 8 blocks, at most
         120 products, stopping once every matrix passes the certificate (see
         ``tol``). It needs ``4 (k + oversample) <= min(m, n)`` (else

@@ -90,6 +90,9 @@ def test_extras_match_imports():
     # tqdm: optional, imported inside functions only, named by `progress` and `torch`.
     assert "tqdm" not in core and {"progress", "torch", "test"} <= {k for k, v in extras.items() if "tqdm" in v}
     assert not any("tqdm" in _module_level_imports(p) for p in _modules())
+    # threadpoolctl: core (top_singular's thin-block path), imported inside a function only.
+    assert "threadpoolctl" in core
+    assert not any("threadpoolctl" in _module_level_imports(p) for p in _modules())
     # The notebook test runs (not skips) under the test extra.
     assert {"nbclient", "nbformat", "ipykernel"} <= extras["test"]
 
@@ -98,7 +101,7 @@ def test_import_ramodel_imports_no_optional_or_heavy_package():
     code = (
         "import sys, ramodel; "
         "bad = sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'torch', 'scipy', 'sympy', 'matplotlib', 'cupy', 'hypothesis', 'tqdm'}); "
+        "{'torch', 'scipy', 'sympy', 'matplotlib', 'cupy', 'hypothesis', 'tqdm', 'threadpoolctl'}); "
         "print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
