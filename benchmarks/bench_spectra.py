@@ -28,14 +28,20 @@ at every thread count of ``--threads`` (set with ``threadpoolctl`` around each c
 peers loop over matrices in Python, ``svd`` and ``ramodel`` make batched calls).
 
 ``--suite operator``: ``top_singular_operator(..., method="krylov")`` against ARPACK ``svds``
-on a ``scipy.sparse.linalg.LinearOperator``, on the Jacobian of a small conv block
-``x -> conv2(relu(conv1 x))`` (``--channels`` channels, ``--hw`` square maps, 3x3 kernels,
-no bias) at ``--operators`` random inputs: ``J = C2 diag(relu'(C1 x)) C1``, applied with
-``torch`` convolutions (``J^T`` with transposed convolutions), exact, never formed.
-The reference singular values come from the dense Jacobian (formed once, untimed).
+on a ``scipy.sparse.linalg.LinearOperator``, on the Jacobians of two conv blocks (``--conv``):
 
-``--suite ideas``: variants of ``auto`` (no restarts, other chunk sizes) and the certified
-subspace iteration it replaced, on the peers suite's stacks.
+* ``random``: ``x -> conv2(relu(conv1 x))`` (``--channels`` channels, ``--hw`` square maps,
+  3x3 kernels, no bias) at ``--operators`` random inputs, ``J = C2 diag(relu'(C1 x)) C1``;
+* ``trained``: the first residual branch (conv-BN-ReLU-conv-BN) of a ``ConvResNet`` with
+  ``--trained-channels`` channels trained for a few seconds on digits, linearised at
+  ``--operators`` test inputs (BatchNorm in eval mode), checked against ``torch.func.jacrev``;
+
+both applied with ``torch`` convolutions (``J^T`` with transposed convolutions), exact, never
+formed. The reference singular values come from the dense Jacobian (formed once, untimed).
+
+``--suite ideas``: variants of ``auto`` (the thin-block path's block size, basis and check
+schedule; the batched block Krylov alone) and the certified subspace iteration it replaced,
+on the peers suite's stacks.
 
 ``--suite methods``: the issue-7 table, every ``method`` of ``top_singular`` against the SVD.
 
@@ -527,31 +533,86 @@ def ideas_table(rows: list[dict]) -> str:
 
 
 def conv_operator(channels: int, hw: int, count: int, seed: int):
-    """Jacobians of ``x -> conv2(relu(conv1 x))`` at ``count`` inputs, as products.
-
-    Returns (matvec, rmatvec on batched blocks (count, d, p)), (per-operator matvec,
-    rmatvec on vectors), d, and the dense Jacobians (count, d, d) for reference."""
+    """Jacobians of ``x -> conv2(relu(conv1 x))`` at ``count`` random inputs (He-scaled random
+    3x3 kernels, no bias): the untrained, flat-spectrum case. See :func:`linear_conv_block`."""
     import torch
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(seed)
-    c, d = channels, channels * hw * hw
+    c = channels
     w1 = torch.randn(c, c, 3, 3, generator=g, dtype=torch.float64) * math.sqrt(2.0 / (9 * c))
     w2 = torch.randn(c, c, 3, 3, generator=g, dtype=torch.float64) * math.sqrt(1.0 / (9 * c))
     x = torch.randn(count, c, hw, hw, generator=g, dtype=torch.float64)
     mask = (F.conv2d(x, w1, padding=1) > 0).to(torch.float64)  # relu' at each input
+    one = torch.ones(c, dtype=torch.float64)
+    return linear_conv_block(w1, one, w2, one, mask)
+
+
+def trained_conv_operator(channels: int, count: int, seed: int, *, steps: int = 300):
+    """The first residual branch ``conv-BN-ReLU-conv-BN`` of a ``ramodel.nets.ConvResNet``
+    trained on digits (8x8 maps), linearised at ``count`` test inputs: ``J v = a_2 conv_2(m
+    (a_1 conv_1 v))`` with the BatchNorm (eval) scales ``a = gamma / sqrt(var + eps)`` and the
+    ReLU mask ``m`` at the block's real input. Checked against ``torch.func.jacrev`` of the
+    branch at the first input. Returns :func:`linear_conv_block`'s tuple and a note."""
+    import torch
+    import torch.nn.functional as F
+
+    from ramodel.datasets import digits
+    from ramodel.nets import ConvResNet
+    from ramodel.training import evaluate, train
+
+    torch.manual_seed(seed)
+    ds = digits(seed=seed)
+    model = ConvResNet(1, 10, channels=(channels,), blocks_per_stage=2, init_seed=seed)
+    t0 = time.perf_counter()
+    train(model, ds, steps=steps, seed=seed, protocol="terminal", progress=False)
+    t_train = time.perf_counter() - t0
+    images = np.asarray(ds.x_test).reshape(-1, 1, *ds.image_shape)
+    acc = evaluate(model, images, ds.y_test)
+    model = model.double().eval()
+    x = torch.as_tensor(images[:count], dtype=torch.float64)
+    branch = model.blocks[0].branch
+    conv1, bn1, _, conv2, bn2 = branch
+    with torch.no_grad():
+        h = model.embed(x)
+        a1 = bn1.weight / torch.sqrt(bn1.running_var + bn1.eps)
+        a2 = bn2.weight / torch.sqrt(bn2.running_var + bn2.eps)
+        mask = (bn1(F.conv2d(h, conv1.weight, padding=1)) > 0).to(torch.float64)
+    out = linear_conv_block(conv1.weight.detach(), a1.detach(), conv2.weight.detach(), a2.detach(), mask)
+    d = out[3]
+    ref = torch.func.jacrev(lambda v: branch(v[None])[0])(h[0]).reshape(d, d).detach().numpy()
+    err = float(np.max(np.abs(ref - out[4][0])) / np.max(np.abs(ref)))
+    if err > 1e-10:
+        raise SystemExit(f"bench_spectra: the linearised trained conv block disagrees with autograd ({err:.1e})")
+    note = (f"ConvResNet(1, 10, channels=({channels},), blocks_per_stage=2) trained {steps} steps (protocol=terminal, "
+            f"{t_train:.1f} s) on digits, test accuracy {acc:.3f}; branch of block 0 at {count} test inputs, "
+            f"d = {d}; the linearised operator matches torch.func.jacrev to {err:.0e}")
+    return out, note
+
+
+def linear_conv_block(w1, a1, w2, a2, mask):
+    """The linear map ``v -> a_2 conv_2(m (a_1 conv_1 v))`` (3x3 kernels, padding 1), one per
+    mask ``m (count, c, hw, hw)``, and its transpose, as products.
+
+    Returns (matvec, rmatvec on batched blocks (count, d, p)), (per-operator matvec,
+    rmatvec on vectors), d, and the dense Jacobians (count, d, d) for reference."""
+    import torch.nn.functional as F
+
+    count, c, hw = mask.shape[0], mask.shape[1], mask.shape[-1]
+    d = c * hw * hw
+    s1, s2 = a1.reshape(1, c, 1, 1), a2.reshape(1, c, 1, 1)
 
     def apply(v, mk):  # v (cnt, p, c, hw, hw), mk (cnt, c, hw, hw): operator i on its p vectors
         cnt, p = v.shape[:2]
-        y = F.conv2d(v.reshape(cnt * p, c, hw, hw), w1, padding=1).reshape(cnt, p, c, hw, hw)
+        y = (F.conv2d(v.reshape(cnt * p, c, hw, hw), w1, padding=1) * s1).reshape(cnt, p, c, hw, hw)
         y = (y * mk[:, None]).reshape(cnt * p, c, hw, hw)
-        return F.conv2d(y, w2, padding=1).reshape(cnt, p, c, hw, hw)
+        return (F.conv2d(y, w2, padding=1) * s2).reshape(cnt, p, c, hw, hw)
 
     def apply_t(v, mk):
         cnt, p = v.shape[:2]
-        y = F.conv_transpose2d(v.reshape(cnt * p, c, hw, hw), w2, padding=1).reshape(cnt, p, c, hw, hw)
+        y = F.conv_transpose2d(v.reshape(cnt * p, c, hw, hw) * s2, w2, padding=1).reshape(cnt, p, c, hw, hw)
         y = (y * mk[:, None]).reshape(cnt * p, c, hw, hw)
-        return F.conv_transpose2d(y, w1, padding=1).reshape(cnt, p, c, hw, hw)
+        return F.conv_transpose2d(y * s1, w1, padding=1).reshape(cnt, p, c, hw, hw)
 
     def batched(fn):
         def op(X):  # X (count, d, p) -> (count, d, p): one pair of conv calls for all operators
@@ -571,22 +632,36 @@ def conv_operator(channels: int, hw: int, count: int, seed: int):
 
         return op
 
+    import torch
+
     eye = np.eye(d)
     dense = np.stack([vec(apply, i)(eye) for i in range(count)])  # J_i = J_i I
     return batched(apply), batched(apply_t), [(vec(apply, i), vec(apply_t, i)) for i in range(count)], d, dense
 
 
 def run_operator(args) -> tuple[list[dict], list[str]]:
+    rows, notes = [], []
+    for kind in args.conv:
+        if kind == "random":
+            ops = conv_operator(args.channels, args.hw, args.operators, args.seed)
+            what = f"random conv block: {args.channels} channels, {args.hw}x{args.hw} maps"
+        else:
+            ops, note = trained_conv_operator(args.trained_channels, args.operators, args.seed)
+            what = f"trained conv block ({note})"
+        rows += _run_operator(args, kind, ops, what, notes)
+    return rows, notes
+
+
+def _run_operator(args, kind, ops, what, notes) -> list[dict]:
     from scipy.sparse.linalg import LinearOperator, svds
 
     k = args.k
-    mv, rmv, per_op, d, dense = conv_operator(args.channels, args.hw, args.operators, args.seed)
+    mv, rmv, per_op, d, dense = ops
     U0, S0, V0h = np.linalg.svd(dense)
     ref = (U0[..., :k], S0[..., :k], np.swapaxes(V0h[..., :k, :], -1, -2))
     s = S0 / S0[..., :1]
-    notes = [(f"- conv block: {args.channels} channels, {args.hw}x{args.hw} maps, d = {d}, "
-              f"{args.operators} operators; s_{k}/s_1 = {np.median(s[:, k - 1]):.3g}, "
-              f"s_{k + 1}/s_1 = {np.median(s[:, k]):.3g} (median)")]
+    notes.append(f"- {kind}: {what}, d = {d}, {args.operators} operators; s_{k}/s_1 = {np.median(s[:, k - 1]):.3g}, "
+                 f"s_{k + 1}/s_1 = {np.median(s[:, k]):.3g} (median)")
     count = {"ramodel": [0], "arpack": [0]}
 
     def counted(fn, key):
@@ -622,18 +697,18 @@ def run_operator(args) -> tuple[list[dict], list[str]]:
     for threads in args.threads:
         for c in count.values():
             c[0] = 0
-        print(f"# operator, {threads} thread(s) ...", file=sys.stderr, flush=True)
+        print(f"# operator {kind}, {threads} thread(s) ...", file=sys.stderr, flush=True)
         out = interleaved(fns, repeats=args.repeats, warmup=args.warmup, threads=threads)
         rounds = args.repeats + args.warmup
         for name, (wall, cpu, res) in out.items():
-            row = {"stack": "conv", "threads": threads, "method": name, "wall": statistics.median(wall),
+            row = {"stack": f"conv ({kind})", "threads": threads, "method": name, "wall": statistics.median(wall),
                    "cpu": statistics.median(cpu)}
             row.update(accuracy(dense, res, ref))
             key = "ramodel" if "krylov" in name else ("arpack" if "ARPACK" in name else None)
             row["calls"] = count[key][0] / rounds if key else float("nan")
             rows.append(row)
             print(f"#   {name}: cpu {row['cpu']:.3f} s, err S {row['err_S']:.1e}", file=sys.stderr, flush=True)
-    return rows, notes
+    return rows
 
 
 def operator_table(rows: list[dict]) -> str:
@@ -721,6 +796,10 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, default=8, help="operator suite: conv channels")
     p.add_argument("--hw", type=int, default=16, help="operator suite: map height = width")
     p.add_argument("--operators", type=int, default=4, help="operator suite: inputs (operators)")
+    p.add_argument("--conv", type=lambda s: s.split(","), default=["random", "trained"],
+                   help="operator suite: conv blocks, 'random' and/or 'trained'")
+    p.add_argument("--trained-channels", type=int, default=32,
+                   help="operator suite: channels of the trained ConvResNet (8x8 maps: d = 64 x channels)")
     p.add_argument("--methods", type=lambda s: s.split(","), default=list(METHODS[1:]) + ["auto"])
     p.add_argument("--fixed-q", type=lambda s: [int(x) for x in s.split(",") if x], default=[2],
                    help="methods suite: extra rows, method='randomized' with these fixed power_iters")

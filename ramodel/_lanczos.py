@@ -260,27 +260,45 @@ def top_k(J, k: int, P1T, tol: float, *, cluster_tol: float):
         ``"certified"``).
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _run(J, k, P1T, tol, cluster_tol)
+        JT = J.T
+        steps = _steps(J.shape[0], J.shape[1], J.dtype, k, P1T, tol, cluster_tol, sizes(k, min(J.shape)),
+                       give_up=True, check_max_steps=CHECK_MAX_STEPS)
+        try:
+            side, X, out = next(steps)
+            while True:
+                np.matmul(X, JT if side == "J" else J, out=out)
+                side, X, out = steps.send(None)
+        except StopIteration as stop:
+            return stop.value
 
 
-def _run(J, k: int, P1T, tol: float, cluster_tol: float):
-    m, n = J.shape
+def _steps(m: int, n: int, dt, k: int, P1T, tol: float, cluster_tol: float, size: tuple[int, int, int], *,
+           give_up: bool, check_max_steps: int):
+    """The thin-block Lanczos of one ``(m, n)`` matrix, driven by its products.
+
+    A generator: it yields ``(side, X, out)`` and expects ``out`` to hold the product when
+    it is resumed, ``X J^T`` (``side == "J"``, ``X (b, n)``, ``out (b, m)``) or ``X J``
+    (``side == "JT"``, ``X (b, m)``, ``out (b, n)``). Its return value (``StopIteration.value``)
+    is :func:`top_k`'s. So one algorithm serves a dense matrix (:func:`top_k`) and
+    operators known only by batched products (:func:`top_k_operators_numpy`).
+    ``size = (max_cols, keep, max_products)``; without ``give_up`` a run never stops for
+    ``"stalled"``, only at the budget."""
     b = P1T.shape[0]
-    dt = J.dtype
-    max_cols, keep, max_products = sizes(k, min(m, n))
+    max_cols, keep, max_products = size
     PT = np.empty((max_cols + b, n), dtype=dt)  # basis rows
     ZT = np.empty((max_cols, n), dtype=dt)  # rows of (J^T J P)^T
     YT = np.empty((max_cols, m), dtype=dt)  # rows of (J P)^T
     T = np.zeros((max_cols, max_cols), dtype=dt)  # upper triangle of P^T J^T J P
     PT[:b] = P1T
-    JT = J.T
     D, local, products = 0, False, 0
     hist: list[tuple[int, float]] = []
     next_check = 0
     while True:
         # the products go straight into their rows of YT and ZT
-        Y = np.matmul(PT[D : D + b], JT, out=YT[D : D + b])
-        W = np.matmul(Y, J, out=ZT[D : D + b])
+        Y = YT[D : D + b]
+        yield "J", PT[D : D + b], Y
+        W = ZT[D : D + b]
+        yield "JT", Y, W
         products += 2
         # a NaN or Inf of J (or an overflow) makes W non-finite: checked on the first
         # product here, and on every later one through the norms _orth computes
@@ -322,10 +340,11 @@ def _run(J, k: int, P1T, tol: float, cluster_tol: float):
         if hist:
             p0, e0 = hist[-1]
             rate = (est / e0) ** (2.0 / (products - p0)) if e0 > 0 and math.isfinite(est) else 1.0  # per step
-            if len(hist) >= 3 and (rate >= STALL_RATE or est * rate ** (left_products / 2) > GIVE_UP_FACTOR * tol):
+            if give_up and len(hist) >= 3 and (
+                    rate >= STALL_RATE or est * rate ** (left_products / 2) > GIVE_UP_FACTOR * tol):
                 return None, None, None, products, "stalled"
             need = math.log(tol / est) / math.log(rate) if 0 < rate < 1 and est > tol else 1.0
-            next_check = products + 2 * max(1, min(int(need / CHECK_SAFETY), CHECK_MAX_STEPS))
+            next_check = products + 2 * max(1, min(int(need / CHECK_SAFETY), check_max_steps))
         else:
             next_check = products + 2
         hist.append((products, est))
@@ -364,6 +383,58 @@ def operator_applies(m: int, n: int, k: int) -> bool:
     r = min(m, n)
     max_cols, keep, _ = operator_sizes(k, r)
     return r >= MIN_SIDE and max_cols >= 2 * (k + BLOCK) and keep + 2 * BLOCK <= max_cols
+
+
+def top_k_operators_numpy(matvec, rmatvec, Y0, X0, k: int, tol: float, *, cluster_tol: float):
+    """:func:`top_k_operators` for NumPy operators: the per-matrix algorithm of :func:`top_k`
+    (:func:`_steps`), one run per operator, all advanced in lockstep so that every call of
+    ``matvec``/``rmatvec`` carries one block per operator. Same arguments (NumPy arrays)
+    and return value; a finished operator's slot in later calls holds zeros."""
+    c, m, b = Y0.shape
+    n = X0.shape[-2]
+    dt = Y0.dtype
+    size = operator_sizes(k, min(m, n))
+    P1T = np.ascontiguousarray(X0[0].T)
+    runs = [_steps(m, n, dt, k, P1T, tol, cluster_tol, size, give_up=False, check_max_steps=OPERATOR_CHECK_MAX_STEPS)
+            for _ in range(c)]
+    results: list = [None] * c
+    products = 1
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        requests = [next(r) for r in runs]  # every run first asks for X J^T with X = P_1^T
+        for i in range(c):
+            requests[i][2][...] = Y0[i].T
+
+        def advance(i):
+            try:
+                requests[i] = runs[i].send(None)
+            except StopIteration as stop:
+                results[i], requests[i] = stop.value, None
+
+        for i in range(c):
+            advance(i)
+        while any(r is not None for r in requests):
+            side = next(r[0] for r in requests if r is not None)
+            rows = n if side == "J" else m
+            block = np.zeros((c, rows, b), dtype=dt)
+            for i, r in enumerate(requests):
+                if r is not None:
+                    assert r[0] == side  # the runs make the same sequence of products
+                    block[i] = r[1].T
+            out = matvec(block) if side == "J" else rmatvec(block)
+            products += 1
+            for i, r in enumerate(requests):
+                if r is not None:
+                    r[2][...] = out[i].T
+                    advance(i)
+    U = np.zeros((c, m, k), dtype=dt)
+    S = np.zeros((c, k), dtype=dt)
+    V = np.zeros((c, n, k), dtype=dt)
+    reasons = []
+    for i, (u, si, v, _, reason) in enumerate(results):
+        if u is not None:
+            U[i], S[i], V[i] = u, si, v
+        reasons.append(reason)
+    return U, S, V, reasons, products
 
 
 def top_k_operators(matvec, rmatvec, Y0, X0, k: int, tol: float, xp, *, cluster_tol: float, mT):

@@ -1306,8 +1306,13 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
         Y0, xp, tol = _first_product(matvec, X0, batch + (m, bt), tol, xp, dtype)
         mv, rmv = _flat_operators(matvec, rmatvec, batch, m, n, xp)
         X0x = xp.reshape(asarray(X0, xp=xp, dtype=Y0.dtype), (c, n, bt))
-        thin = _lanczos.top_k_operators(mv, rmv, xp.reshape(Y0, (c, m, bt)), X0x, k, tol, xp,
-                                        cluster_tol=_THIN_CLUSTER_FACTOR * math.sqrt(tol), mT=_mT)
+        cluster_tol = _THIN_CLUSTER_FACTOR * math.sqrt(tol)
+        if namespace_name(xp) == "numpy":  # the per-matrix algorithm of the dense path, in lockstep
+            thin = _lanczos.top_k_operators_numpy(mv, rmv, xp.reshape(Y0, (c, m, bt)), X0x, k, tol,
+                                                  cluster_tol=cluster_tol)
+        else:
+            thin = _lanczos.top_k_operators(mv, rmv, xp.reshape(Y0, (c, m, bt)), X0x, k, tol, xp,
+                                            cluster_tol=cluster_tol, mT=_mT)
         U, S, V, reasons, _ = thin
         if all(r == "certified" for r in reasons):
             U, V = fix_signs(U, V, xp)
