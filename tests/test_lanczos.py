@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_spectra_peers import _check_against_svd, _haar, _make, _mT
+from test_spectra_peers import _check_against_svd, _haar, _make, _mT, _ops
 
 from ramodel import _lanczos
 from ramodel import spectra as sp
@@ -273,20 +273,6 @@ def test_orth_gives_fresh_directions_for_a_dependent_block():
 # ----------------------------------------------------------------------------- operators
 
 
-def _operators(J, counter=None):
-    def matvec(X):
-        if counter is not None:
-            counter["mv"] += 1
-        return J @ X
-
-    def rmatvec(Y):
-        if counter is not None:
-            counter["rmv"] += 1
-        return _mT(J) @ Y
-
-    return matvec, rmatvec
-
-
 class _OperatorGKLSpy:
     def __init__(self, monkeypatch):
         self.calls = 0
@@ -304,7 +290,7 @@ def test_operator_thin_path_matches_svd(kind, monkeypatch):
     spy = _OperatorGKLSpy(monkeypatch)
     J = _make([kind] * 4, 220, 200, seed=12).reshape(2, 2, 220, 200)
     counter = {"mv": 0, "rmv": 0}
-    T = top_singular_operator(*_operators(J, counter), J.shape, 6, method="krylov")
+    T = top_singular_operator(*_ops(J, counter), J.shape, 6, method="krylov")
     assert spy.calls == 0  # certified on the thin path, all operators in each product
     _check_against_svd(J, T, 6)
     assert counter["mv"] + counter["rmv"] <= _lanczos.operator_sizes(6, 200)[2]
@@ -317,7 +303,7 @@ def test_operator_thin_path_declines_repeats_to_the_block_krylov(monkeypatch):
     s = np.concatenate([[3, 2.5, 2, 1, 1, 1], 0.9 * 0.9 ** np.arange(194)])
     J = np.stack([_with_spectrum(s, 200, 200, rng), _make(["gapped"], 200, 200, seed=1)[0]])
     spy = _OperatorGKLSpy(monkeypatch)
-    T = top_singular_operator(*_operators(J), J.shape, 7, method="krylov")
+    T = top_singular_operator(*_ops(J), J.shape, 7, method="krylov")
     assert spy.calls == 1
     _check_against_svd(J, T, 7)
     np.testing.assert_allclose(T.S[0], s[:7], atol=1e-12)
@@ -325,7 +311,7 @@ def test_operator_thin_path_declines_repeats_to_the_block_krylov(monkeypatch):
 
 def test_operator_thin_path_uncertified_keeps_ritz_triplets():
     J = _make(["flat"] * 2, 160, 160, seed=13)
-    T = top_singular_operator(*_operators(J), J.shape, 4, method="krylov")
+    T = top_singular_operator(*_ops(J), J.shape, 4, method="krylov")
     s_ref = np.linalg.svd(J, compute_uv=False)[..., :4]
     assert np.all(T.S <= s_ref + 1e-12)
     assert np.max(np.abs(_mT(T.U) @ T.U - np.eye(4))) <= 1e3 * EPS
