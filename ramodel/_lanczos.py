@@ -1,7 +1,10 @@
-"""Certified top-k singular triplets of one dense NumPy matrix by thin-block Lanczos.
+"""Certified top-k singular triplets by thin-block Lanczos: dense NumPy matrices one at a
+time (:func:`top_k`), and operators known only by batched products (:func:`top_k_operators_numpy`,
+:func:`top_k_operators`).
 
 This is the first stage of ``top_singular(method="auto")`` on NumPy for matrices large
-enough that a Python loop over the stack costs little (:func:`applies`). Each matrix is
+enough that a Python loop over the stack costs little (:func:`applies`), and of
+``top_singular_operator(method="krylov")``. Each matrix is
 worked on alone, so it stays in cache for every product. The products take blocks of
 ``BLOCK = 2`` vectors: that is a memory-bound kernel that reads ``J`` once, like a
 matrix-vector product, and it costs about as much as one. So two Krylov vectors come
@@ -76,9 +79,9 @@ STALL_RATE = 0.97
 CHECK_SAFETY = 1.5
 CHECK_MAX_STEPS = 4
 
-#: :func:`top_k_operators`: checks at most this many steps apart. Its checks cost an
-#: ``eigh`` of every operator's 60-column ``T`` (~0.7 ms for 4 operators); its products
-#: cost about as much.
+#: The operator drivers: checks at most this many steps apart. A check costs an ``eigh``
+#: of every operator's 60-column ``T`` (~0.7 ms for 4 operators), about as much as a
+#: product call of a small conv block.
 OPERATOR_CHECK_MAX_STEPS = 12
 
 

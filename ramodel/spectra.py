@@ -883,8 +883,9 @@ def _thin_stack(Jf, k: int, seed, tol: float):
             if reason == "overflow":  # a NaN or Inf in J (refused), or a huge J
                 check_finite_array("J", Ji, np)
             if u is None and reason in ("overflow", "certificate"):
-                # J^T J over- or underflows outside |J| ~ 2^-64 .. 2^64 (float64): retry once
-                # with J scaled by a power of two (exact), then scale S back
+                # the path squares J, so its products over- or underflow far from |J| ~ 1:
+                # retry once with max |J| scaled into [1/2, 1) by a power of two (exact),
+                # then scale S back
                 amax = float(np.max(np.abs(Ji)))
                 if amax > 0 and not _THIN_SAFE_RANGE[0] <= amax <= _THIN_SAFE_RANGE[1]:
                     e = -math.frexp(amax)[1]
@@ -1313,16 +1314,15 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
         else:
             thin = _lanczos.top_k_operators(mv, rmv, xp.reshape(Y0, (c, m, bt)), X0x, k, tol, xp,
                                             cluster_tol=cluster_tol, mT=_mT)
-        U, S, V, reasons, _ = thin
-        if all(r == "certified" for r in reasons):
-            U, V = fix_signs(U, V, xp)
-            return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))
-    U, S, V, xp = _operator_gkl(matvec, rmatvec, batch, m, n, k, b, seed, tol, xp, host_dtype, dtype)
-    if thin is not None:  # keep the thin path's certified operators, the block Krylov's for the rest
-        Ut, St, Vt, reasons, _ = thin
-        for i, r in enumerate(reasons):
-            if r == "certified":
-                U[i, ...], S[i, ...], V[i, ...] = Ut[i, ...], St[i, ...], Vt[i, ...]
+    if thin is not None and all(r == "certified" for r in thin[3]):
+        U, S, V = thin[:3]
+    else:
+        U, S, V, xp = _operator_gkl(matvec, rmatvec, batch, m, n, k, b, seed, tol, xp, host_dtype, dtype)
+        if thin is not None:  # keep the thin path's certified operators, the block Krylov's for the rest
+            Ut, St, Vt, reasons, _ = thin
+            for i, r in enumerate(reasons):
+                if r == "certified":
+                    U[i, ...], S[i, ...], V[i, ...] = Ut[i, ...], St[i, ...], Vt[i, ...]
     U, V = fix_signs(U, V, xp)
     return TopSingular(xp.reshape(U, batch + (m, k)), xp.reshape(S, batch + (k,)), xp.reshape(V, batch + (n, k)))
 
