@@ -497,7 +497,6 @@ def top_k_operators(matvec, rmatvec, Y0, X0, k: int, tol: float, xp, *, cluster_
         W = W - mT(Pl, xp) @ C1
         C2 = Pall @ W
         W = W - mT(Pall, xp) @ C2
-        col = C2
         if local:
             col = xp.concat([C2[:, :lo, :], C2[:, lo:, :] + C1], axis=-2)
         else:
