@@ -1066,7 +1066,8 @@ def top_singular(
       thick restarts at 40 columns (``4 k`` for larger ``k``), a free residual estimate at
       checks scheduled from its pace, and the same explicit certificate (both residuals
       from the stored products ``J P`` and ``J^T J P``; ``U`` polished to orthonormal by
-      one Cholesky QR). Its BLAS calls run on one thread (``threadpoolctl``). A block
+      one Cholesky QR). Its BLAS calls run on one thread (``threadpoolctl``; the limit
+      is process-wide while the call runs, and restored after it). A block
       smaller than ``k`` holds at most 2 copies of an exactly repeated singular value,
       so a matrix with 2 top-k values within ``sqrt(tol)`` (relative) of each other,
       ending before position ``k``, is declined, as are matrices whose certificate fails
