@@ -570,7 +570,7 @@ def trained_conv_operator(channels: int, count: int, seed: int, *, steps: int = 
     images = np.asarray(ds.x_test).reshape(-1, 1, *ds.image_shape)
     acc = evaluate(model, images, ds.y_test)
     model = model.double().eval()
-    x = torch.as_tensor(images[:count], dtype=torch.float64)
+    x = torch.tensor(images[:count], dtype=torch.float64)
     branch = model.blocks[0].branch
     conv1, bn1, _, conv2, bn2 = branch
     with torch.no_grad():

@@ -136,8 +136,7 @@ def _orth(PT, W, T, D: int, b: int, local: bool):
     past an invariant subspace (for example a rank-deficient ``J``). ``W`` itself is not
     modified."""
     Pall = PT[: D + b]
-    G = W @ W.T
-    scale = float(np.max(np.diagonal(G)))  # NaN-propagating, unlike the builtin max
+    scale = float(np.vdot(W, W))  # the raw block's squared Frobenius norm (NaN-propagating)
     if not math.isfinite(scale):
         return None, None
     if local:
@@ -166,7 +165,8 @@ def _orth(PT, W, T, D: int, b: int, local: bool):
 
 
 #: A projected block whose squared QR diagonal falls below this fraction of the raw
-#: block's largest squared row norm is treated as dependent (fresh directions).
+#: block's squared norm (Frobenius in the dense path, largest column in the batched
+#: operator path) is treated as dependent (fresh directions).
 _DEPENDENT = 1e-12
 
 
