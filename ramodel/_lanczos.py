@@ -50,7 +50,9 @@ the batched ``k + 2``-wide block method, when any of these holds:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import numpy as np
 
@@ -83,6 +85,36 @@ CHECK_MAX_STEPS = 4
 #: of every operator's 60-column ``T`` (~0.7 ms for 4 operators), about as much as a
 #: product call of a small conv block.
 OPERATOR_CHECK_MAX_STEPS = 12
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMITER = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread while the block runs (``threadpoolctl``), restored after.
+
+    The limit is process-wide. Calls from several Python threads share one limit: the
+    first to enter sets it, and the last to leave restores the original. Each thread
+    restoring what it saw on entry would race, and could leave the process on one
+    thread for good."""
+    global _BLAS_USERS, _BLAS_LIMITER
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            from threadpoolctl import threadpool_limits
+
+            _BLAS_LIMITER = threadpool_limits(1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
 
 
 def applies(m: int, n: int, k: int) -> bool:

@@ -871,12 +871,10 @@ def _thin_stack(Jf, k: int, seed, tol: float):
     ok = np.zeros(c, dtype=bool)
     reasons = []
     cluster_tol = _THIN_CLUSTER_FACTOR * math.sqrt(tol)
-    from threadpoolctl import threadpool_limits
-
     # Every BLAS call here is a memory-bound product or a tiny factorisation that gains
     # nothing from more threads, while idle OpenBLAS workers spin and double the CPU
     # time at 2 threads (RESULTS_spectra.md). The caller's limits are restored after.
-    with threadpool_limits(1, user_api="blas"):
+    with _lanczos.one_blas_thread():
         for i in range(c):
             Ji = np.ascontiguousarray(Jf[i])
             u, si, v, _, reason = _lanczos.top_k(Ji, k, P1T, tol, cluster_tol=cluster_tol)

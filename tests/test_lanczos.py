@@ -228,12 +228,62 @@ def test_small_matrices_keep_the_batched_path(monkeypatch):
     assert spy.matrices == 3
 
 
+def _blas_threads():
+    import threadpoolctl
+
+    return [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
 def test_blas_threads_restored():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    before = [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    top_singular(_make(["gapped"], 200, 200), 5)
-    after = [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
-    assert after == before
+    import threadpoolctl
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        seen = []
+        orig = _lanczos.top_k
+
+        def spy(*args, **kwargs):
+            seen.append(_blas_threads())
+            return orig(*args, **kwargs)
+
+        _lanczos.top_k, saved = spy, orig
+        try:
+            top_singular(_make(["gapped"], 200, 200), 5)
+        finally:
+            _lanczos.top_k = saved
+        assert seen and all(n == 1 for lib in seen for _, n in lib)  # one thread inside
+        assert _blas_threads() == before
+        with pytest.raises(ValueError, match="J must be finite"):  # restored on an error too
+            top_singular(np.full((1, 200, 200), np.nan), 5)
+        assert _blas_threads() == before
+
+
+def test_blas_limit_shared_by_concurrent_calls():
+    """Threads entering and leaving in any order leave the original limits behind."""
+    import threading
+
+    import threadpoolctl
+
+    J = _make(["gapped", "gapless"], 200, 200)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(5):
+                _check_against_svd(J, top_singular(J, 5), 5)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert _blas_threads() == before
+        assert _lanczos._BLAS_USERS == 0
 
 
 # ----------------------------------------------------------------------------- pieces
