@@ -57,6 +57,7 @@ import threading
 import numpy as np
 
 from .backend import asarray, to_numpy
+from .backend import matrix_transpose as mT
 
 #: Vectors per product (see the module docstring).
 BLOCK = 2
@@ -238,35 +239,44 @@ def _chol_qr2(W, scale: float):
     return Q, (R2 @ R1).astype(W.dtype, copy=False)
 
 
-def _certificate(PT, YT, ZT, Yk, s):
+def _certificate(PT, YT, ZT, Yk, s, xp=np, where=None):
     """The explicit certificate of the Ritz triplets ``(s_i, v_i = P y_i)`` from the stored
-    products; returns ``(U (m, k), V (n, k), res, orth)``.
+    products, for one matrix or a stack; returns ``(U (..., m, k), V (..., n, k), res (...),
+    orth (...))``.
 
-    ``U_0 = (J P) Y_k / s`` is ``J V / s`` exactly, but it is orthonormal only to about
-    ``eps (s_1 / s_k)^2``, so it is polished once by Cholesky QR: ``U = U_0 R^-1`` with
-    ``R^T R = U_0^T U_0``. The residuals are then those of the returned ``U``, from the
-    stored products and small matrices only: ``J V - U S = U_0 S - U S`` and
-    ``J^T U = (J^T J P) Y_k S^-1 R^-1``. ``res`` is the largest
-    ``sqrt(|J v_i - s_i u_i|^2 + |J^T u_i - s_i v_i|^2) / s_1`` and ``orth`` the largest
-    entry of ``|U^T U - I|`` and ``|V^T V - I|`` (``inf`` when ``U_0`` is not of full rank)."""
-    k = s.shape[0]
-    V = PT.T @ Yk
-    U0 = (YT.T @ Yk) / s
-    JtU0 = (ZT.T @ Yk) / s
+    ``PT (..., D, n)``, ``YT (..., D, m)`` and ``ZT (..., D, n)`` hold the rows of ``P``,
+    ``J P`` and ``J^T J P``; ``Yk (..., D, k)`` and ``s (..., k)`` (positive) are the Ritz
+    vectors and values. ``U_0 = (J P) Y_k / s`` is ``J V / s`` exactly, but it is
+    orthonormal only to about ``eps (s_1 / s_k)^2``, so it is polished once by Cholesky
+    QR: ``U = U_0 R^-1`` with ``R^T R = U_0^T U_0``. The residuals are then those of the
+    returned ``U``, from the stored products and small matrices only:
+    ``J V - U S = U_0 S - U S`` and ``J^T U = (J^T J P) Y_k S^-1 R^-1``. ``res`` is the
+    largest ``sqrt(|J v_i - s_i u_i|^2 + |J^T u_i - s_i v_i|^2) / s_1`` and ``orth`` the
+    largest entry of ``|U^T U - I|`` and ``|V^T V - I|``; both are ``inf`` when ``U_0`` is
+    not of full rank. With ``where`` (bool ``(...)``), only those matrices are factorised,
+    and the others' results are meaningless."""
+    k = s.shape[-1]
+    sd = s[..., None, :]
+    V = mT(PT, xp) @ Yk
+    U0 = (mT(YT, xp) @ Yk) / sd
+    JtU0 = (mT(ZT, xp) @ Yk) / sd
+    G = mT(U0, xp) @ U0
+    eye = xp.eye(k, dtype=U0.dtype)
+    if where is not None:  # the others' Gram matrices may be singular
+        G = xp.where(xp.reshape(asarray(where, xp=xp), tuple(where.shape) + (1, 1)), G, xp.broadcast_to(eye, G.shape))
     try:
-        L = np.linalg.cholesky(U0.T @ U0)
-    except np.linalg.LinAlgError:
-        return U0, V, math.inf, math.inf
-    Rinv = np.linalg.inv(L.T)
+        L = xp.linalg.cholesky(G)
+    except Exception:  # noqa: BLE001 - the backend's "not positive definite"
+        inf = xp.full(tuple(s.shape[:-1]), math.inf, dtype=U0.dtype)
+        return U0, V, inf, inf
+    Rinv = xp.linalg.inv(mT(L, xp))
     U = U0 @ Rinv
-    right = (U0 - U) * s
-    left = JtU0 @ Rinv - V * s
-    res = math.sqrt(float(np.max(np.sum(right * right, axis=0) + np.sum(left * left, axis=0)))) / float(s[0])
-    eye = np.eye(k, dtype=U.dtype)
-    orth = max(float(np.max(np.abs(U.T @ U - eye))), float(np.max(np.abs(V.T @ V - eye))))
-    if not math.isfinite(res):
-        res = math.inf
-    return U.astype(PT.dtype, copy=False), V, res, orth
+    right = (U0 - U) * sd
+    left = JtU0 @ Rinv - V * sd
+    res = xp.sqrt(xp.max(xp.sum(right * right, axis=-2) + xp.sum(left * left, axis=-2), axis=-1)) / s[..., 0]
+    orth = xp.maximum(xp.max(xp.abs(mT(U, xp) @ U - eye), axis=(-2, -1)), xp.max(xp.abs(mT(V, xp) @ V - eye), axis=(-2, -1)))
+    res = xp.where(xp.isfinite(res), res, xp.full_like(res, math.inf))
+    return U, V, res, orth
 
 
 def top_k(J, k: int, P1T, tol: float, *, cluster_tol: float):
@@ -364,7 +374,7 @@ def _steps(m: int, n: int, dt, k: int, P1T, tol: float, cluster_tol: float, size
             if not float(s[-1]) > 0:
                 return None, None, None, products, "certificate"
             U, V, res, orth = _certificate(PT[:D], YT[:D], ZT[:D], Yv[:, :k], s)
-            if not (res <= tol and orth <= tol):
+            if not (float(res) <= tol and float(orth) <= tol):
                 return None, None, None, products, "certificate"
             if _hides_copy(s, b, k, cluster_tol):
                 return None, None, None, products, "cluster"
@@ -472,7 +482,7 @@ def top_k_operators_numpy(matvec, rmatvec, Y0, X0, k: int, tol: float, *, cluste
     return U, S, V, reasons, products
 
 
-def top_k_operators(matvec, rmatvec, Y0, X0, k: int, tol: float, xp, *, cluster_tol: float, mT):
+def top_k_operators(matvec, rmatvec, Y0, X0, k: int, tol: float, xp, *, cluster_tol: float):
     """Thin-block Lanczos on ``c`` operators at once, known only by batched products.
 
     Parameters
@@ -488,8 +498,6 @@ def top_k_operators(matvec, rmatvec, Y0, X0, k: int, tol: float, xp, *, cluster_
         As in :func:`top_k`; the certificate is the same, per operator.
     xp : module
         Array namespace (NumPy, CuPy, any array-API library with ``linalg``).
-    mT : callable
-        ``mT(x, xp)``, the matrix transpose shim.
 
     Returns
     -------
@@ -516,7 +524,6 @@ def top_k_operators(matvec, rmatvec, Y0, X0, k: int, tol: float, xp, *, cluster_
     D, local, products = 0, False, 1
     next_check = 0
     hist = None
-    eye_k = xp.eye(k, dtype=dt)
     while True:
         W = rmatvec(Y)
         products += 1
@@ -565,30 +572,11 @@ def top_k_operators(matvec, rmatvec, Y0, X0, k: int, tol: float, xp, *, cluster_
             open_ = np.array([r is None for r in reasons])
             cand = open_ & (est_h <= tol)
             if cand.any():
-                Yk = Yv[:, :, :k]
-                V = mT(PT[:, :D, :], xp) @ Yk
-                U0 = (mT(YT[:, :D, :], xp) @ Yk) / safe_s[:, None, :]
-                JtU0 = (mT(ZT[:, :D, :], xp) @ Yk) / safe_s[:, None, :]
-                G = mT(U0, xp) @ U0
-                # only the candidates' Gram matrices are factorised (the others may be singular)
-                G = xp.where(xp.reshape(asarray(cand, xp=xp), (c, 1, 1)), G, xp.broadcast_to(eye_k, G.shape))
-                try:
-                    L = xp.linalg.cholesky(G)
-                    Rinv = xp.linalg.inv(mT(L, xp))
-                    good_chol = True
-                except Exception:  # noqa: BLE001 - a backend's "not positive definite"
-                    Rinv, good_chol = None, False
-                if good_chol:
-                    U = U0 @ Rinv
-                    right = (U0 - U) * s[:, None, :]
-                    left = JtU0 @ Rinv - V * s[:, None, :]
-                    res = xp.sqrt(xp.max(xp.sum(right * right, axis=-2) + xp.sum(left * left, axis=-2), axis=-1)) / safe_s1[:, 0]
-                    orth = xp.maximum(xp.max(xp.abs(mT(U, xp) @ U - eye_k), axis=(-2, -1)),
-                                      xp.max(xp.abs(mT(V, xp) @ V - eye_k), axis=(-2, -1)))
-                    res_h = np.asarray(_host(res), dtype=np.float64)
-                    orth_h = np.asarray(_host(orth), dtype=np.float64)
-                else:
-                    res_h = orth_h = np.full(c, math.inf)
+                # candidates have s > 0, so safe_s is s for every matrix that counts
+                U, V, res, orth = _certificate(PT[:, :D, :], YT[:, :D, :], ZT[:, :D, :], Yv[:, :, :k], safe_s, xp,
+                                               where=cand)
+                res_h = np.asarray(_host(res), dtype=np.float64)
+                orth_h = np.asarray(_host(orth), dtype=np.float64)
                 S_h = np.asarray(_host(s), dtype=np.float64)
                 for i in np.nonzero(cand)[0]:
                     if not (res_h[i] <= tol and orth_h[i] <= tol):

@@ -1312,7 +1312,7 @@ def _operator_krylov(matvec, rmatvec, batch, m, n, k, b, smax, seed, tol, xp, ho
                                                   cluster_tol=cluster_tol)
         else:
             thin = _lanczos.top_k_operators(mv, rmv, xp.reshape(Y0, (c, m, bt)), X0x, k, tol, xp,
-                                            cluster_tol=cluster_tol, mT=_mT)
+                                            cluster_tol=cluster_tol)
     if thin is not None and all(r == "certified" for r in thin[3]):
         U, S, V = thin[:3]
     else:
