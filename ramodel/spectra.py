@@ -856,8 +856,9 @@ def _gkl_stack(Jf, k: int, oversample: int, seed, tol: float, xp):
                        keep_cols=max(k, (cap * b) // 2))
         else:
             gkl = _GKL(Jc, None, None, P1, k, smax, tol, xp, compact=True)
-        for idx, U, S, V, ok in gkl.run(first):
-            results.append((idx + lo, U, S, V, ok))
+        with np.errstate(over="ignore"):  # a huge J: its scale estimates may overflow (NumPy)
+            for idx, U, S, V, ok in gkl.run(first):
+                results.append((idx + lo, U, S, V, ok))
     return _assemble(results, c, xp)
 
 
@@ -907,12 +908,10 @@ def _dense_krylov(J, k: int, oversample: int, seed, tol: float, xp):
         U, S, V, ok, _ = _thin_stack(Jf, k, seed, tol)
         if not ok.all():
             bad = np.nonzero(~ok)[0]
-            with np.errstate(over="ignore"):  # a huge J: its scale estimates may overflow
-                Ub, Sb, Vb, okb = _gkl_stack(Jf[bad], k, oversample, seed, tol, xp)
+            Ub, Sb, Vb, okb = _gkl_stack(Jf[bad], k, oversample, seed, tol, xp)
             U[bad], S[bad], V[bad], ok[bad] = Ub, Sb, Vb, okb
     else:
-        with np.errstate(over="ignore"):
-            U, S, V, ok = _gkl_stack(Jf, k, oversample, seed, tol, xp)
+        U, S, V, ok = _gkl_stack(Jf, k, oversample, seed, tol, xp)
     if not ok.all():
         bad = np.nonzero(~ok)[0]
         exact = _svd if _exact_method(m, n, xp) == "svd" else _gram
